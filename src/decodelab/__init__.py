@@ -1,0 +1,46 @@
+"""decodelab: see and steer how a language model writes, one token at a time.
+
+    import decodelab
+    lm = decodelab.load()                      # the bundled SmolLM2-135M-Instruct
+    lm.tokenize("Transformers are the")        # the token view
+    lm.next_token_distribution("Transformers are the").top(5)
+
+Names are imported on first use, so `import decodelab` (and the CLI's light commands) stay fast.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "decodelab.loading",
+    "LM": "decodelab.model",
+    "Tokenizer": "decodelab.tokenizer",
+    "Token": "decodelab.tokens",
+    "TokenView": "decodelab.tokens",
+    "tokenize": "decodelab.tokens",
+    "Distribution": "decodelab.distribution",
+    "Candidate": "decodelab.distribution",
+    "DecodelabError": "decodelab.errors",
+    "END_OF_TURN_MARKERS": "decodelab.chat",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from decodelab.chat import END_OF_TURN_MARKERS
+    from decodelab.distribution import Candidate, Distribution
+    from decodelab.errors import DecodelabError
+    from decodelab.loading import load
+    from decodelab.model import LM
+    from decodelab.tokenizer import Tokenizer
+    from decodelab.tokens import Token, TokenView, tokenize
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'decodelab' has no attribute {name!r}")

@@ -1,0 +1,7 @@
+"""`python -m decodelab` is the `decodelab` command."""
+
+import sys
+
+from decodelab.cli import main
+
+sys.exit(main())

