@@ -64,10 +64,13 @@ def detect_stop_ids(tokenizer: Tokenizer, eos_ids: Iterable[int], stop_strings: 
     template = tokenizer.chat_template or ""
     candidates = [eos_token] if eos_token else []
     candidates += [marker for marker in END_OF_TURN_MARKERS if marker in template or marker == "<|endoftext|>"]
-    candidates += [text for text in stop_strings if text]
     for text in candidates:
         token_id = tokenizer.token_to_id(text)
         if token_id is not None and tokenizer.encode(text, False) == [token_id]:
+            stops.add(token_id)
+    for text in stop_strings:  # plain words stay stop *strings*: " the" must stop as well as "the"
+        token_id = tokenizer.token_to_id(text) if text else None
+        if token_id is not None and tokenizer.is_special(token_id):
             stops.add(token_id)
     return frozenset(stops)
 
