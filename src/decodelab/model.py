@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -12,8 +12,27 @@ from decodelab.backends.base import Backend
 from decodelab.chat import Message, build_messages, detect_stop_ids, render_chat
 from decodelab.distribution import Distribution
 from decodelab.errors import BadInput
+from decodelab.generation_config import GenerationConfig
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import TokenView, tokenize
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from decodelab.engine import Generation
+    from decodelab.records import Result
+    from decodelab.session import Session
+
+Prompt = str | list[Message] | list[int]
+
+
+def make_config(config: GenerationConfig | None, options: dict) -> GenerationConfig:
+    """`config` with `options` applied (or a fresh config); unknown option names are one clear error."""
+    known = {f.name for f in fields(GenerationConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BadInput(f"unknown generation option {unknown[0]!r}: choose from {', '.join(sorted(known))}")
+    return (config or GenerationConfig()).with_(**options) if options else (config or GenerationConfig())
 
 
 @dataclass
@@ -60,7 +79,7 @@ class LM:
         """The token view of the rendered chat prompt (its special tokens come from the template)."""
         return tokenize(self.tokenizer, self.chat_prompt(prompt, system), add_special_tokens=False)
 
-    def prompt_ids(self, prompt: str | list[Message] | list[int], chat: bool = False, system: str | None = None) -> list[int]:
+    def prompt_ids(self, prompt: Prompt, chat: bool = False, system: str | None = None) -> list[int]:
         """Token ids for a prompt (text, chat messages, or ids), checked to be non-empty and fit the context."""
         if isinstance(prompt, list) and all(isinstance(item, int) for item in prompt) and prompt:
             ids = list(prompt)
@@ -78,14 +97,48 @@ class LM:
             )
         return ids
 
-    def next_token_distribution(
-        self, prompt: str | list[Message] | list[int], chat: bool = False, system: str | None = None
-    ) -> Distribution:
+    def next_token_distribution(self, prompt: Prompt, chat: bool = False, system: str | None = None) -> Distribution:
         """P(next token | prompt) over the whole vocabulary."""
         ids = self.prompt_ids(prompt, chat=chat, system=system)
         input_ids = torch.tensor([ids], device=self.device)  # (1, T)
         logits = self.backend.forward(input_ids)[0, -1]  # (V,)
         return Distribution(logits, self.tokenizer, ids)
+
+    def generation(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, n: int = 1,
+                   config: GenerationConfig | None = None, **options) -> Generation:
+        """A traced generation to iterate (Steps as they happen); `.results` holds one Result per row at the end.
+
+        Options are `GenerationConfig` fields: max_new_tokens, greedy, temperature, top_k, top_p, min_p,
+        typical_p, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, logit_bias,
+        ban, stop, stop_token_ids, max_time, seed, samplers, top_n, trace.
+        """
+        from decodelab.engine import Generation
+
+        return Generation(self, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options), n)
+
+    def generate(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
+                 config: GenerationConfig | None = None, **options) -> Result:
+        """Generate to a stop; the Result holds the text, ids, stop reason and every Step."""
+        return self.generation(prompt, chat=chat, system=system, config=config, **options).run()[0]
+
+    def sample(self, prompt: Prompt, n: int, *, chat: bool = False, system: str | None = None,
+               config: GenerationConfig | None = None, **options) -> list[Result]:
+        """`n` samples of one prompt in one batched forward per step; row r uses seed + r."""
+        return self.generation(prompt, chat=chat, system=system, n=n, config=config, **options).run()
+
+    def stream(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
+               config: GenerationConfig | None = None, **options) -> Iterator[str]:
+        """Text deltas as they are generated; never splits a UTF-8 character, never shows a stop string."""
+        from decodelab.engine import stream_text
+
+        return stream_text(self.generation(prompt, chat=chat, system=system, config=config, **options))
+
+    def session(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
+                config: GenerationConfig | None = None, **options) -> Session:
+        """An interactive session: distribution(), step(), append(token), fork(), undo(), save()."""
+        from decodelab.session import Session
+
+        return Session(self, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options))
 
     def __repr__(self) -> str:
         return f"LM({self.name!r}, source={self.source}, context={self.context_length}, dtype={self.dtype})"

@@ -84,6 +84,10 @@ class KVCache:
     def advance(self, new_positions: int) -> None:
         self.length += new_positions
 
+    def crop(self, length: int) -> None:
+        """Forget positions from `length` on (undo); the buffers keep their size and are overwritten later."""
+        self.length = min(self.length, length)
+
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep batch rows `rows` (e.g. surviving beams), in that order."""
         self.keys = [k.index_select(0, rows) for k in self.keys]

@@ -1,0 +1,121 @@
+"""`decodelab generate PROMPT`: stream text, or `--trace` the step table, or `--json` one object per step."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from decodelab.cli.options import (
+    add_chat_options, add_json_option, add_model_option, load_model, positive_int, print_json, read_text,
+)
+from decodelab.tokens import visible
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("generate", help="generate text with our own traced decoding loop")
+    parser.add_argument("prompt", metavar="PROMPT", help="prompt text ('-' reads standard input)")
+    add_model_option(parser)
+    add_chat_options(parser)
+    add_generation_options(parser)
+    parser.add_argument("--n", type=positive_int, default=1, help="samples of the prompt, batched (seed + row)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--trace", action="store_true", help="print the step table: text so far and top choices")
+    add_json_option(output)
+    parser.set_defaults(run=run)
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N")
+    group.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    group.add_argument("--temperature", type=float, default=1.0, metavar="T", help="> 0 (0 = greedy)")
+    group.add_argument("--top-k", type=int, default=None, metavar="K")
+    group.add_argument("--top-p", type=float, default=None, metavar="P")
+    group.add_argument("--min-p", type=float, default=None, metavar="P")
+    group.add_argument("--typical-p", type=float, default=None, metavar="P")
+    group.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
+    group.add_argument("--presence-penalty", type=float, default=0.0, metavar="X")
+    group.add_argument("--frequency-penalty", type=float, default=0.0, metavar="X")
+    group.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
+    group.add_argument("--ban", action="append", default=[], metavar="TOKEN",
+                       help="token id or single-token text that may never be chosen (repeatable)")
+    group.add_argument("--stop", action="append", default=[], metavar="STRING", help="stop string (repeatable)")
+    group.add_argument("--max-time", type=float, default=None, metavar="SECONDS")
+    group.add_argument("--seed", type=int, default=None)
+    group.add_argument("--samplers", default=None, metavar="ORDER",
+                       help="comma-separated stage order, e.g. top_k,temperature,top_p")
+    group.add_argument("--top-n", type=int, default=5, metavar="N", help="alternatives recorded per step (5)")
+
+
+def generation_options(args: argparse.Namespace, lm) -> dict:
+    return dict(
+        max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, min_p=args.min_p, typical_p=args.typical_p, repetition_penalty=args.repetition_penalty,
+        presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, ban=tuple(_token_ids(lm, args.ban)), stop=tuple(args.stop),
+        max_time=args.max_time, seed=args.seed, top_n=args.top_n,
+        samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()) if args.samplers else None,
+    )
+
+
+def _token_ids(lm, tokens: list[str]) -> list[int]:
+    from decodelab.errors import BadInput
+
+    ids = []
+    for token in tokens:
+        if token.isdigit():
+            ids.append(int(token))
+            continue
+        encoded = lm.tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise BadInput(f"--ban {token!r} is {len(encoded)} tokens, not one: give a token id or a single token")
+        ids.append(encoded[0])
+    return ids
+
+
+def run(args: argparse.Namespace) -> int:
+    lm = load_model(args)
+    prompt = read_text(args.prompt)
+    chat = args.chat or args.system is not None
+    generation = lm.generation(prompt, chat=chat, system=args.system, n=args.n, **generation_options(args, lm))
+    if args.json:
+        for step in generation:
+            print_json(step.to_dict())
+        for row, result in enumerate(generation.results):
+            print_json({"row": row, **result.to_dict()})
+    elif args.trace:
+        print_trace(lm, generation, prompt if not chat else lm.chat_prompt(prompt, args.system))
+    else:
+        print_stream(generation)
+    return 0
+
+
+def print_stream(generation) -> None:
+    from decodelab.engine import stream_text
+
+    if generation.n == 1:
+        for delta in stream_text(generation):
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        print()
+        print(f"[{generation.results[0].stop_reason}]", file=sys.stderr)
+        return
+    for row, result in enumerate(generation.run()):
+        print(f"--- sample {row} (seed {result.seed}, {result.stop_reason})")
+        print(result.text)
+
+
+def print_trace(lm, generation, prompt_text: str) -> None:
+    """The tutorial's table: the input so far, then the five most likely choices with their %."""
+    text = prompt_text
+    for step in generation:
+        if generation.n > 1:
+            print(f"[row {step.row}] ", end="")
+        chosen = "" if generation.config.is_greedy else (
+            f"  ⇒ {visible(step.piece)} (rank {step.rank}, {step.prob:.2%} after samplers)"
+        )
+        print(f"{step.index:>3}  {visible(text[-60:])} → {step.choices()}{chosen}")
+        if step.row == 0:
+            text += step.piece
+    for row, result in enumerate(generation.results):
+        print(f"row {row}: {result.stop_reason}; text: {result.text!r}")

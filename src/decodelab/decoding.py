@@ -1,0 +1,124 @@
+"""The decode step as plain functions: prefill once, then advance one token at a time with the KV cache.
+
+`DecodeState` holds what a running decode needs (ids so far, the cache, the logits for the next token);
+`select` picks tokens from the sampler chain's logits; `make_step` turns one choice into a `Step`.
+The generation loop, sessions and batches are built from these.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from decodelab.backends.base import Backend
+from decodelab.errors import BadInput
+from decodelab.records import Alternative, Step
+from decodelab.samplers import History, StageReport
+from decodelab.tokenizer import Tokenizer
+from decodelab.tokens import token_piece
+
+_SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads (seed, position) pairs over 64 bits
+
+
+class DecodeState:
+    """Rows decoding the same prompt: `ids` (B, T) so far, the KV cache, and `logits` (B, V) for the next token."""
+
+    def __init__(self, backend: Backend, prompt_ids: list[int], rows: int = 1):
+        if len(prompt_ids) >= backend.context_length:
+            raise BadInput(
+                f"prompt is {len(prompt_ids)} tokens but the model reads at most {backend.context_length}, "
+                "leaving no room to generate: shorten it"
+            )
+        self.backend = backend
+        self.prompt_length = len(prompt_ids)
+        self.ids = torch.tensor([prompt_ids] * rows, device=backend.device)  # (B, T)
+        self.cache = backend.new_cache(rows)
+        self.logits = backend.forward(self.ids, self.cache)[:, -1]  # prefill: (B, V)
+
+    @property
+    def history(self) -> History:
+        return History(self.ids, self.prompt_length)
+
+    @property
+    def room(self) -> int:
+        """Positions left in the context."""
+        return self.backend.context_length - self.ids.shape[1]
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Append one token per row (B,) and compute the next logits from the cache."""
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        self.logits = self.backend.forward(tokens[:, None], self.cache)[:, -1]
+
+    def fork(self) -> DecodeState:
+        """An independent copy (same backend, copied ids, logits and cache)."""
+        twin = copy.copy(self)
+        twin.ids, twin.logits, twin.cache = self.ids.clone(), self.logits.clone(), copy.deepcopy(self.cache)
+        return twin
+
+    def truncate(self, length: int) -> None:
+        """Forget everything after the first `length` ids (undo); the cache is cropped, not rebuilt."""
+        if not self.prompt_length <= length <= self.ids.shape[1]:
+            raise BadInput(f"cannot truncate to {length} tokens: keep between the prompt and {self.ids.shape[1]}")
+        self.ids = self.ids[:, :length]
+        self.cache.crop(length - 1)
+        self.logits = self.backend.forward(self.ids[:, length - 1 :], self.cache)[:, -1]
+
+
+def draw_seed(row_seed: int, position: int) -> int:
+    """The seed of the draw at `position`: depends only on (seed, position), so undo/replay/fork reproduce it."""
+    return (row_seed * _SEED_MIX + position) % 2**64
+
+
+def select(final_logits: torch.Tensor, greedy: bool, row_seeds: list[int], position: int) -> torch.Tensor:
+    """One token per row (B,): argmax, or a draw from softmax(final_logits) with a per-row, per-step generator."""
+    if greedy:
+        return final_logits.argmax(dim=-1)
+    probs = final_logits.softmax(dim=-1)  # (B, V)
+    tokens = []
+    for row, row_seed in enumerate(row_seeds):
+        generator = torch.Generator(device=probs.device).manual_seed(draw_seed(row_seed, position))
+        tokens.append(torch.multinomial(probs[row], 1, generator=generator))
+    return torch.cat(tokens)
+
+
+def make_step(
+    tokenizer: Tokenizer,
+    raw_logits: torch.Tensor,
+    final_logits: torch.Tensor,
+    token_id: int,
+    index: int,
+    top_n: int,
+    trace: bool,
+    stages: list[StageReport] | None = None,
+    row: int = 0,
+    forced: bool = False,
+) -> Step:
+    """The record of choosing `token_id` given one row's raw (V,) and post-chain (V,) logits."""
+    raw_logprobs = raw_logits.log_softmax(dim=-1)  # (V,)
+    chain_logprobs = final_logits.log_softmax(dim=-1)
+    logprob = float(raw_logprobs[token_id])
+    common = dict(
+        index=index, token_id=token_id, piece=token_piece(tokenizer, token_id), prob=float(chain_logprobs[token_id].exp()),
+        raw_prob=float(raw_logprobs[token_id].exp()), logprob=logprob, row=row, forced=forced,
+    )
+    if not trace:
+        return Step(rank=0, entropy=float("nan"), **common)
+    raw_probs = raw_logprobs.exp()
+    return Step(
+        rank=int((raw_logits > raw_logits[token_id]).sum()) + 1,
+        entropy=float(-(raw_probs * raw_logprobs).nansum()),  # 0 * -inf terms are nan: skipped
+        top=_alternatives(tokenizer, chain_logprobs.exp(), top_n),
+        raw_top=_alternatives(tokenizer, raw_probs, top_n),
+        stages=tuple(stages or ()),
+        **common,
+    )
+
+
+def _alternatives(tokenizer: Tokenizer, probs: torch.Tensor, n: int) -> tuple[Alternative, ...]:
+    if n == 0:
+        return ()
+    values, ids = torch.topk(probs, min(n, probs.numel()))
+    return tuple(
+        Alternative(int(i), token_piece(tokenizer, int(i)), float(p)) for p, i in zip(values.tolist(), ids.tolist())
+    )

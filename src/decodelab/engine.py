@@ -1,0 +1,106 @@
+"""The traced generation loop: our own autoregressive decode (no `generate()`), yielding a `Step` per token.
+
+    prefill(prompt) -> for each position: chain(logits) -> select -> Step -> stop? -> advance(token)
+
+`Generation` runs `n` rows of one prompt in one batched forward per step; iterate it for Steps as they
+happen, read `.results` when it is done. `stream_text` turns row 0 into text deltas that never split a
+UTF-8 character and never show text a stop string later takes back.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+
+from decodelab.decoding import DecodeState, make_step, select
+from decodelab.errors import BadInput
+from decodelab.generation_config import GenerationConfig
+from decodelab.records import Result, Step, StopReason
+from decodelab.text_tracking import TextTracker
+
+
+class Generation:
+    """One generation of `n` rows; iterate for Steps (rows interleaved per position), then read `results`."""
+
+    def __init__(self, lm, prompt_ids: list[int], config: GenerationConfig, n: int = 1):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise BadInput(f"n must be a whole number >= 1, got {n!r}")
+        self.lm = lm
+        self.prompt_ids = prompt_ids
+        self.config = config
+        self.n = n
+        self.seed = config.seed if config.seed is not None else secrets.randbits(62)
+        self.stop_ids = frozenset(config.stop_token_ids if config.stop_token_ids is not None else lm.stop_ids(config.stop))
+        self.results: list[Result] = []
+        self._steps: list[list[Step]] = [[] for _ in range(n)]
+        self._trackers = [TextTracker(config.stop) for _ in range(n)]
+
+    def safe_text(self, row: int = 0) -> str:
+        """Row text so far that no stop string can take back (whole characters only)."""
+        return self._trackers[row].safe_text()
+
+    def __iter__(self) -> Iterator[Step]:
+        return self._run()
+
+    def run(self) -> list[Result]:
+        """Run to the end; return one `Result` per row."""
+        for _ in self:
+            pass
+        return self.results
+
+    def _run(self) -> Iterator[Step]:
+        config, tokenizer = self.config, self.lm.tokenizer
+        started = time.perf_counter()
+        chain = config.chain()
+        row_seeds = [self.seed + row for row in range(self.n)]
+        trackers = self._trackers
+        reasons: list[StopReason | None] = [None] * self.n
+        state = DecodeState(self.lm.backend, self.prompt_ids, rows=self.n)
+        for position in range(config.max_new_tokens):
+            raw = state.logits  # (B, V)
+            if config.trace:
+                final, reports = chain.traced(raw, state.history)
+            else:
+                final, reports = chain(raw, state.history), None
+            tokens = select(final, config.is_greedy, row_seeds, position)  # (B,)
+            for row, token in enumerate(tokens.tolist()):
+                if reasons[row] is not None:
+                    continue  # this row already stopped; it rides along in the batch
+                step = make_step(tokenizer, raw[row], final[row], token, position, config.top_n, config.trace,
+                                 reports[row] if reports else None, row)
+                self._steps[row].append(step)
+                if token in self.stop_ids:
+                    reasons[row] = StopReason("stop_token", token_id=token)
+                elif (fired := trackers[row].add(tokenizer.token_bytes(token))) is not None:
+                    reasons[row] = StopReason("stop_string", string=fired)
+                yield step
+            if all(reason is not None for reason in reasons):
+                break
+            out_of_time = config.max_time is not None and time.perf_counter() - started >= config.max_time
+            last_position = position == config.max_new_tokens - 1
+            if out_of_time or last_position or state.room == 0:
+                kind = "max_time" if out_of_time else "max_new_tokens" if last_position else "context_full"
+                reasons = [reason or StopReason(kind) for reason in reasons]
+                break
+            state.advance(tokens)
+        elapsed = time.perf_counter() - started
+        self.results = [
+            Result(trackers[row].finish(), [s.token_id for s in self._steps[row]], reasons[row], self._steps[row],
+                   list(self.prompt_ids), row_seeds[row], elapsed)
+            for row in range(self.n)
+        ]
+
+
+def stream_text(generation: Generation) -> Iterator[str]:
+    """Text deltas of row 0 as it is generated: whole characters only, stop strings never shown."""
+    shown = 0
+    for step in generation:
+        if step.row == 0:
+            safe = generation.safe_text(0)
+            if len(safe) > shown:
+                yield safe[shown:]
+                shown = len(safe)
+    final = generation.results[0].text
+    if len(final) > shown:
+        yield final[shown:]

@@ -1,0 +1,143 @@
+"""`Session`: step through a generation by hand — look, step, force a token, fork, undo, save, replay.
+
+Sampled draws are seeded by (session seed, draw number), and the draw number of every step is kept in
+the saved trace, so `Session.replay(lm, session.save())` reproduces the same tokens exactly. A session
+that only steps makes the same draws as `lm.generate` with the same seed.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from decodelab.decoding import DecodeState, make_step, select
+from decodelab.distribution import Distribution
+from decodelab.errors import BadInput, DecodelabError
+from decodelab.generation_config import GenerationConfig
+from decodelab.records import Step, StopReason
+from decodelab.tokens import readable_piece
+
+
+class Session:
+    def __init__(self, lm, prompt_ids: list[int], config: GenerationConfig | None = None):
+        self.lm = lm
+        self.config = config or GenerationConfig()
+        self.seed = self.config.seed if self.config.seed is not None else secrets.randbits(62)
+        self.stop_ids = frozenset(
+            self.config.stop_token_ids if self.config.stop_token_ids is not None else lm.stop_ids(self.config.stop)
+        )
+        self._chain = self.config.chain()
+        self._state = DecodeState(lm.backend, prompt_ids)
+        self.steps: list[Step] = []
+        self._draws: list[int | None] = []  # per step: the draw number used, None for forced tokens
+        self._next_draw = 0
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self._state.ids[0, : self._state.prompt_length].tolist()
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Ids added after the prompt."""
+        return self._state.ids[0, self._state.prompt_length :].tolist()
+
+    @property
+    def text(self) -> str:
+        """Text added after the prompt (partial characters at the end shown as <0xNN>)."""
+        return readable_piece(b"".join(self.lm.tokenizer.token_bytes(i) for i in self.token_ids))
+
+    @property
+    def full_text(self) -> str:
+        return self.lm.tokenizer.decode(self._state.ids[0].tolist())
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why a generation would stop here, if it would."""
+        if self.token_ids and self.token_ids[-1] in self.stop_ids:
+            return StopReason("stop_token", token_id=self.token_ids[-1])
+        for stop in self.config.stop:
+            if stop in self.text:
+                return StopReason("stop_string", string=stop)
+        if self._state.room == 0:
+            return StopReason("context_full")
+        return None
+
+    def distribution(self, after_samplers: bool = False) -> Distribution:
+        """The next-token distribution: the model's own, or after the configured sampler chain."""
+        logits = self._state.logits
+        if after_samplers:
+            logits = self._chain(logits, self._state.history)
+        return Distribution(logits[0], self.lm.tokenizer, self._state.ids[0].tolist())
+
+    def step(self) -> Step:
+        """Choose one token with the configured strategy and append it."""
+        draw = self._next_draw
+        self._next_draw += 1
+        return self._advance(None, draw)
+
+    def append(self, token: int | str) -> Step:
+        """Force a token (by id, or a text that is exactly one token): branch where the model would not go."""
+        if isinstance(token, str):
+            ids = self.lm.tokenizer.encode(token, add_special_tokens=False)
+            if len(ids) != 1:
+                raise BadInput(f"{token!r} is {len(ids)} tokens, not one: append an id or a single-token text")
+            token = ids[0]
+        if not isinstance(token, int) or not 0 <= token < self.lm.backend.vocab_size:
+            raise BadInput(f"token must be an id in [0, {self.lm.backend.vocab_size}), got {token!r}")
+        return self._advance(token, None)
+
+    def undo(self, count: int = 1) -> list[Step]:
+        """Take back the last `count` tokens; returns their steps."""
+        if not isinstance(count, int) or not 1 <= count <= len(self.steps):
+            raise BadInput(f"can undo 1..{len(self.steps)} tokens, got {count!r}")
+        self._state.truncate(self._state.ids.shape[1] - count)
+        removed = self.steps[-count:]
+        del self.steps[-count:], self._draws[-count:]
+        return removed
+
+    def fork(self) -> Session:
+        """An independent copy to explore another branch from here."""
+        twin = object.__new__(Session)
+        twin.__dict__.update(self.__dict__)
+        twin._state = self._state.fork()
+        twin.steps, twin._draws = list(self.steps), list(self._draws)
+        return twin
+
+    def save(self) -> dict:
+        """A JSON-ready trace: prompt, config, seed and, per token, its id and how it was chosen."""
+        return {
+            "prompt_ids": self.prompt_ids,
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "tokens": [{"id": s.token_id, "draw": d} for s, d in zip(self.steps, self._draws)],
+        }
+
+    @classmethod
+    def replay(cls, lm, saved: dict) -> Session:
+        """Rebuild a saved session by redoing its draws with its seed; fails loudly if anything diverges."""
+        config = GenerationConfig.from_dict({**saved["config"], "seed": saved["seed"]})
+        session = cls(lm, saved["prompt_ids"], config)
+        for index, token in enumerate(saved["tokens"]):
+            if token["draw"] is None:
+                session.append(token["id"])
+            else:
+                session._next_draw = max(session._next_draw, token["draw"] + 1)
+                step = session._advance(None, token["draw"])
+                if step.token_id != token["id"]:
+                    raise DecodelabError(
+                        f"replay diverged at token {index}: saved {token['id']}, got {step.token_id} "
+                        "(a different model or decodelab version?)"
+                    )
+        return session
+
+    def _advance(self, forced: int | None, draw: int | None) -> Step:
+        if self._state.room == 0:
+            raise BadInput(f"the context is full ({self.lm.backend.context_length} tokens): undo or start over")
+        raw = self._state.logits  # (1, V)
+        final, reports = self._chain.traced(raw, self._state.history)
+        token = forced if forced is not None else int(select(final, self.config.is_greedy, [self.seed], draw)[0])
+        step = make_step(self.lm.tokenizer, raw[0], final[0], token, len(self.steps), self.config.top_n, True,
+                         reports[0], forced=forced is not None)
+        self.steps.append(step)
+        self._draws.append(draw)
+        self._state.advance(self._state.ids.new_tensor([token]))
+        return step
