@@ -27,12 +27,15 @@ demo: $(STAMP)
 	$(BIN)/decodelab next "Transformers are the" --top 5
 	$(BIN)/decodelab tokens --chat "안녕하세요! 자기소개 해 주세요."
 	$(BIN)/decodelab next --chat "What is the capital of France?" --top 5
+	$(BIN)/decodelab generate "Transformers are the" --greedy --max-new-tokens 12 --trace
+	$(BIN)/decodelab generate --chat "Write one sentence about the sea." --temperature 0.7 --top-p 0.9 --seed 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/decode.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

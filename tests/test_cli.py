@@ -99,3 +99,67 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
+
+
+def test_generate_json_lines_match_the_api(bundled):
+    result = run("generate", "The capital of France is", "--greedy", "--max-new-tokens", "6", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    steps, final = lines[:-1], lines[-1]
+    expected = bundled.generate("The capital of France is", greedy=True, max_new_tokens=6)
+    assert [s["id"] for s in steps] == expected.token_ids == final["token_ids"]
+    assert [s["step"] for s in steps] == list(range(len(steps)))
+    for line, step in zip(steps, expected.steps):
+        assert {"step", "id", "piece", "prob", "raw_prob", "logprob", "rank", "top"} <= set(line)
+        assert line["logprob"] == pytest.approx(step.logprob, abs=1e-5) and line["rank"] == step.rank
+        assert [a["id"] for a in line["top"]] == [a.id for a in step.top]
+    assert final["text"] == expected.text and final["stop_reason"]["kind"] == expected.stop_reason.kind
+
+
+def test_generate_trace_prints_the_tutorial_table(bundled):
+    result = run("generate", "Transformers are the", "--greedy", "--max-new-tokens", "3", "--trace")
+    assert result.returncode == 0, result.stderr
+    first = bundled.generate("Transformers are the", greedy=True, max_new_tokens=1).steps[0]
+    line = result.stdout.splitlines()[0]
+    assert line.split("→")[0].strip() == "0  Transformers␣are␣the"
+    top = first.raw_top[0]
+    assert f"{top.piece.replace(' ', '␣')} ({top.prob:.2%})" in line and line.count("|") == 4
+    assert "max new tokens" in result.stdout
+
+
+def test_generate_streams_korean_whole(bundled):
+    result = run("generate", "서울은 한국의", "--greedy", "--max-new-tokens", "30")
+    assert result.returncode == 0, result.stderr
+    expected = bundled.generate("서울은 한국의", greedy=True, max_new_tokens=30)
+    assert result.stdout == expected.text + "\n" and "\ufffd" not in result.stdout
+    assert "[max new tokens]" in result.stderr
+
+
+def test_generate_n_samples_and_stop_strings(bundled):
+    result = run("generate", "Once upon a time", "--n", "2", "--seed", "4", "--max-new-tokens", "8", "--json")
+    finals = [json.loads(line) for line in result.stdout.splitlines() if "token_ids" in line]
+    rows = bundled.sample("Once upon a time", n=2, seed=4, max_new_tokens=8)
+    assert [f["token_ids"] for f in finals] == [r.token_ids for r in rows]
+    assert [f["seed"] for f in finals] == [4, 5]
+    free = bundled.generate("Transformers are the", greedy=True, max_new_tokens=12).text
+    stopped = run("generate", "Transformers are the", "--greedy", "--max-new-tokens", "12", "--stop", free[8:14])
+    assert stopped.stdout == free[:8] + "\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--top-p", "1.5"), "top_p must be in (0, 1], got 1.5"),
+        (("--temperature", "-1"), "temperature must be >= 0 (0 means greedy), got -1.0"),
+        (("--top-k", "0"), "top_k must be a whole number >= 1"),
+        (("--samplers", "top_q"), "unknown sampler 'top_q'"),
+        (("--top-k", "5", "--samplers", "temperature"), "top_k is set but missing from the sampler order"),
+        (("--ban", " unbelievably"), "is 3 tokens, not one"),
+        (("--max-new-tokens", "0"), "argument --max-new-tokens: must be at least 1, got 0"),
+    ],
+)
+def test_generate_bad_parameters(args, message):
+    result = run("generate", "Hi", *args)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -24,6 +24,13 @@ _EXPORTS = {
     "Candidate": "decodelab.distribution",
     "DecodelabError": "decodelab.errors",
     "END_OF_TURN_MARKERS": "decodelab.chat",
+    "GenerationConfig": "decodelab.generation_config",
+    "Session": "decodelab.session",
+    "Generation": "decodelab.engine",
+    "Step": "decodelab.records",
+    "Result": "decodelab.records",
+    "StopReason": "decodelab.records",
+    "SamplerChain": "decodelab.samplers",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -31,6 +38,11 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from decodelab.chat import END_OF_TURN_MARKERS
     from decodelab.distribution import Candidate, Distribution
+    from decodelab.engine import Generation
+    from decodelab.generation_config import GenerationConfig
+    from decodelab.records import Result, Step, StopReason
+    from decodelab.samplers import SamplerChain
+    from decodelab.session import Session
     from decodelab.errors import DecodelabError
     from decodelab.loading import load
     from decodelab.model import LM
