@@ -54,7 +54,8 @@ class Generation:
         started = time.perf_counter()
         chain = config.chain()
         row_seeds = [self.seed + row for row in range(self.n)]
-        trackers = self._trackers
+        self._steps = [[] for _ in range(self.n)]  # a second iteration starts afresh
+        self._trackers = trackers = [TextTracker(config.stop) for _ in range(self.n)]
         reasons: list[StopReason | None] = [None] * self.n
         state = DecodeState(self.lm.backend, self.prompt_ids, rows=self.n)
         for position in range(config.max_new_tokens):

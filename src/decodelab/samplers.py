@@ -100,8 +100,7 @@ class PresencePenalty:
     warper: ClassVar[bool] = False
 
     def __post_init__(self):
-        _require(_is_number(self.penalty) and -2 <= self.penalty <= 2,
-                 f"presence_penalty must be in [-2, 2], got {self.penalty!r}")
+        _require_openai_penalty(self.name, self.penalty)
 
     def __call__(self, logits, history):
         counts = _generated_counts(logits, history)
@@ -117,11 +116,14 @@ class FrequencyPenalty:
     warper: ClassVar[bool] = False
 
     def __post_init__(self):
-        _require(_is_number(self.penalty) and -2 <= self.penalty <= 2,
-                 f"frequency_penalty must be in [-2, 2], got {self.penalty!r}")
+        _require_openai_penalty(self.name, self.penalty)
 
     def __call__(self, logits, history):
         return logits - self.penalty * _generated_counts(logits, history)
+
+
+def _require_openai_penalty(name: str, value: object) -> None:
+    _require(_is_number(value) and -2 <= value <= 2, f"{name} must be in [-2, 2], got {value!r}")
 
 
 def _generated_counts(logits: torch.Tensor, history: History) -> torch.Tensor:
