@@ -31,6 +31,8 @@ _EXPORTS = {
     "Result": "decodelab.records",
     "StopReason": "decodelab.records",
     "SamplerChain": "decodelab.samplers",
+    "Score": "decodelab.scoring",
+    "ScoredToken": "decodelab.scoring",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from decodelab.generation_config import GenerationConfig
     from decodelab.records import Result, Step, StopReason
     from decodelab.samplers import SamplerChain
+    from decodelab.scoring import Score, ScoredToken
     from decodelab.session import Session
     from decodelab.errors import DecodelabError
     from decodelab.loading import load

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from decodelab.engine import Generation
     from decodelab.records import Result
+    from decodelab.scoring import Score
     from decodelab.session import Session
 
 Prompt = str | list[Message] | list[int]
@@ -139,6 +140,13 @@ class LM:
         from decodelab.session import Session
 
         return Session(self, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options))
+
+    def score(self, text: str, prompt: str | None = None, **options) -> Score:
+        """Per-token logprob, probability, rank and surprisal of `text` (after `prompt`), with the total
+        logprob and perplexity; long texts are scored in sliding windows. See `decodelab.scoring`."""
+        from decodelab.scoring import score_text
+
+        return score_text(self, text, prompt, **options)
 
     def __repr__(self) -> str:
         return f"LM({self.name!r}, source={self.source}, context={self.context_length}, dtype={self.dtype})"
