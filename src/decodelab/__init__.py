@@ -32,6 +32,8 @@ _EXPORTS = {
     "StopReason": "decodelab.records",
     "SamplerChain": "decodelab.samplers",
     "Score": "decodelab.scoring",
+    "BeamResult": "decodelab.beam",
+    "BeamTree": "decodelab.beam",
     "ScoredToken": "decodelab.scoring",
 }
 
@@ -39,6 +41,7 @@ __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from decodelab.chat import END_OF_TURN_MARKERS
+    from decodelab.beam import BeamResult, BeamTree
     from decodelab.distribution import Candidate, Distribution
     from decodelab.engine import Generation
     from decodelab.generation_config import GenerationConfig

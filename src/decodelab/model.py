@@ -19,6 +19,7 @@ from decodelab.tokens import TokenView, tokenize
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from decodelab.beam import BeamResult
     from decodelab.engine import Generation
     from decodelab.records import Result
     from decodelab.scoring import Score
@@ -140,6 +141,17 @@ class LM:
         from decodelab.session import Session
 
         return Session(self, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options))
+
+    def beam_search(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, num_beams: int = 4,
+                    **options) -> BeamResult:
+        """Beam search with a traced beam tree; equal to transformers' generate(num_beams=..., do_sample=False).
+
+        Options: max_new_tokens, length_penalty, early_stopping (True | False | "never"), num_return_sequences,
+        no_repeat_ngram_size, repetition_penalty, stop_token_ids. See `decodelab.beam`.
+        """
+        from decodelab.beam import beam_search
+
+        return beam_search(self, self.prompt_ids(prompt, chat=chat, system=system), num_beams, **options)
 
     def score(self, text: str, prompt: str | None = None, **options) -> Score:
         """Per-token logprob, probability, rank and surprisal of `text` (after `prompt`), with the total

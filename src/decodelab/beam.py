@@ -1,0 +1,343 @@
+"""Beam search over one prompt as a plain per-step loop, and the tree of every expansion it weighed.
+
+    prefill(prompt) -> each step: log_softmax -> processors -> + beam scores -> top K expansions
+                    -> finished hypotheses / next live beams -> stop? -> reorder the cache, feed the new tokens
+
+It mirrors transformers' `_beam_search` (generation/utils.py, v5) decision for decision, so its sequences and
+scores equal `generate(num_beams=..., do_sample=False)` and its `sequences_scores` (tests/test_beam.py):
+
+- K = max(2, 1 + number of stop ids) * num_beams expansions are ranked per step, so that even when the best
+  continuations of every beam are stop tokens, num_beams candidates remain to carry the search on.
+- Only stop candidates ranked within the top num_beams of the K finish a hypothesis; a stop token ranked
+  lower is discarded (the extra candidates exist only to keep num_beams beams alive).
+- At the last allowed step (max_new_tokens), each of the top num_beams candidates finishes.
+- A finished hypothesis scores sum_logprob / generated ** length_penalty, `generated` counting every new token,
+  the stop token included. The num_beams best are kept; the best num_return_sequences are returned.
+- The search ends once num_beams hypotheses are finished and: early_stopping=True: at once; False: the best
+  live beam, scored at its current length, cannot beat the worst kept hypothesis; "never": the same, but
+  scored at max_new_tokens when length_penalty > 0 (the most optimistic length it could reach).
+- Scores add log-probabilities *after* the processors (repetition penalty, no-repeat n-gram), which act on
+  log-softmaxed scores, as transformers' beam search applies them.
+
+One simplification: transformers starts from num_beams copies of the prompt and scores all but the first at
+-1e9 so that step 0 expands one; here step 0 simply has one live beam, the prompt, prefilled once. Its cache
+row is duplicated into num_beams rows when the first beams are chosen (the same `reorder_cache` call as later).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from decodelab.errors import BadInput, DecodelabError
+from decodelab.records import StopReason
+from decodelab.samplers import History, NoRepeatNGram, RepetitionPenalty, SamplerChain
+from decodelab.tokens import token_piece, visible
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    num_beams: int  # live beams per step, >= 2 (one beam is greedy decoding: use generate(greedy=True))
+    max_new_tokens: int = 64  # longest hypothesis; every top-num_beams candidate of that step finishes
+    length_penalty: float = 1.0  # score = sum_logprob / generated ** length_penalty; > 0 favours longer ones
+    early_stopping: bool | str = False  # True | False | "never": when the search may end (module docstring)
+    num_return_sequences: int = 1  # best finished hypotheses returned, <= num_beams
+    no_repeat_ngram_size: int = 0  # ban any token that would repeat an n-gram of this size (0 = off)
+    repetition_penalty: float | None = None  # > 0; > 1 discourages tokens already in the sequence
+    stop_token_ids: tuple[int, ...] | None = None  # None = the model's stop ids, lm.stop_ids()
+
+    def __post_init__(self):
+        _check_int("num_beams", self.num_beams, 2, " (1 beam is greedy decoding: use generate(greedy=True))")
+        _check_int("max_new_tokens", self.max_new_tokens, 1)
+        _check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
+        _check_int("num_return_sequences", self.num_return_sequences, 1)
+        if self.num_return_sequences > self.num_beams:
+            raise BadInput(f"num_return_sequences must be <= num_beams ({self.num_beams}), "
+                           f"got {self.num_return_sequences!r}")
+        if not (isinstance(self.length_penalty, (int, float)) and not isinstance(self.length_penalty, bool)
+                and math.isfinite(self.length_penalty)):
+            raise BadInput(f"length_penalty must be a finite number, got {self.length_penalty!r}")
+        if not (self.early_stopping is True or self.early_stopping is False or self.early_stopping == "never"):
+            raise BadInput(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
+        if self.stop_token_ids is not None and any(
+            not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.stop_token_ids
+        ):
+            raise BadInput(f"stop_token_ids must be token ids >= 0, got {list(self.stop_token_ids)!r}")
+        self.processors()  # validates repetition_penalty
+
+    def processors(self) -> SamplerChain:
+        """The stages beam search applies to log-probabilities, in transformers' order."""
+        stages = []
+        if self.repetition_penalty is not None and self.repetition_penalty != 1.0:
+            stages.append(RepetitionPenalty(self.repetition_penalty))
+        if self.no_repeat_ngram_size:
+            stages.append(NoRepeatNGram(self.no_repeat_ngram_size))
+        return SamplerChain(tuple(stages))
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["stop_token_ids"] = None if self.stop_token_ids is None else list(self.stop_token_ids)
+        return values
+
+
+def _check_int(name: str, value: object, minimum: int, hint: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise BadInput(f"{name} must be a whole number >= {minimum}{hint}, got {value!r}")
+
+
+@dataclass
+class BeamNode:
+    """One token in the search tree: the root (the prompt) or one expansion of a live beam at some step."""
+
+    id: int
+    parent_id: int | None  # None for the root
+    step: int  # index of this generated token (0 = first); -1 for the root
+    token_id: int | None  # None for the root
+    piece: str  # readable text of the token
+    logprob: float  # the token's log-probability after the processors: what the beam score adds
+    cum_logprob: float  # sum of logprobs from the root to here (the beam score)
+    rank: int  # 0-based rank among the step's K candidates
+    status: str  # "root" | "kept" (a live beam next step) | "finished" (a kept hypothesis) | "pruned"
+    note: str = ""  # why it was pruned, or how it finished
+    score: float | None = None  # length-penalised score, for candidates that ended a hypothesis
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BeamHypothesis:
+    """A finished sequence: generated ids (a stop token that ended it included) and its scores."""
+
+    token_ids: list[int]  # generated ids only
+    text: str  # decoded generated text, without the stop token
+    score: float  # sum_logprob / len(token_ids) ** length_penalty: transformers' sequences_scores
+    sum_logprob: float  # log P(token_ids | prompt) under the processed distributions
+    finished_by: StopReason  # "stop_token" (with its id) | "max_new_tokens" | "context_full"
+    node_id: int  # its last node in the tree; the path to the root spells `token_ids`
+
+    def to_dict(self) -> dict:
+        return {"token_ids": self.token_ids, "text": self.text, "score": self.score, "sum_logprob": self.sum_logprob,
+                "finished_by": self.finished_by.to_dict(), "node_id": self.node_id}
+
+
+@dataclass(frozen=True)
+class LiveBeam:
+    node_id: int
+    token_ids: tuple[int, ...]  # generated so far
+    cum_logprob: float
+
+    def to_dict(self) -> dict:
+        return {"node_id": self.node_id, "token_ids": list(self.token_ids), "cum_logprob": self.cum_logprob}
+
+
+@dataclass(frozen=True)
+class BeamStep:
+    """One step: the beams expanded, the K candidates ranked (with their fate), the hypotheses finished."""
+
+    index: int
+    live: tuple[LiveBeam, ...]  # beams expanded at this step, best first (one, the prompt, at step 0)
+    candidates: tuple[int, ...]  # node ids of the K best expansions, best first
+    finished: tuple[BeamHypothesis, ...]  # hypotheses that entered the num_beams best at this step
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "live": [beam.to_dict() for beam in self.live],
+                "candidates": list(self.candidates), "finished": [h.to_dict() for h in self.finished]}
+
+
+@dataclass
+class BeamTree:
+    """Every node the search created, per-step records, and why the search ended."""
+
+    nodes: list[BeamNode] = field(default_factory=list)  # nodes[i].id == i; nodes[0] is the root
+    steps: list[BeamStep] = field(default_factory=list)
+    stop_reason: str = "max_new_tokens"  # | "early_stopping" (True) | "no_better_possible" | "context_full"
+    returned: list[int] = field(default_factory=list)  # node ids of the returned sequences, best first
+
+    def add(self, **values) -> BeamNode:
+        node = BeamNode(id=len(self.nodes), **values)
+        self.nodes.append(node)
+        return node
+
+    def path(self, node_id: int) -> list[BeamNode]:
+        """The nodes from the first generated token down to `node_id` (the root left out)."""
+        nodes = []
+        while self.nodes[node_id].parent_id is not None:
+            nodes.append(self.nodes[node_id])
+            node_id = self.nodes[node_id].parent_id
+        return nodes[::-1]
+
+    def children(self) -> dict[int, list[BeamNode]]:
+        """Parent id -> its children, best first."""
+        by_parent: dict[int, list[BeamNode]] = {}
+        for node in self.nodes[1:]:
+            by_parent.setdefault(node.parent_id, []).append(node)
+        return by_parent
+
+    def render(self, max_children: int | None = 4) -> str:
+        """An indented text tree; ★n marks the n-th returned sequence. `max_children` children per node at most."""
+        children, lines = self.children(), [f"(prompt)  search ended: {self.stop_reason.replace('_', ' ')}"]
+
+        def walk(node_id: int, indent: str) -> None:
+            kids = children.get(node_id, [])
+            shown = kids if max_children is None else kids[:max_children]
+            for i, node in enumerate(shown):
+                last = i == len(shown) - 1 and len(shown) == len(kids)
+                lines.append(f"{indent}{'└─' if last else '├─'} {self._label(node)}")
+                walk(node.id, indent + ("   " if last else "│  "))
+            if len(shown) < len(kids):
+                lines.append(f"{indent}└─ … {len(kids) - len(shown)} more")
+
+        walk(0, "")
+        return "\n".join(lines)
+
+    def _label(self, node: BeamNode) -> str:
+        label = f"{visible(node.piece)!r}  logp {node.logprob:.3f}  sum {node.cum_logprob:.3f}  {node.status}"
+        if node.score is not None:
+            label += f"  score {node.score:.4f}"
+        if node.id in self.returned:
+            label += f"  ★{self.returned.index(node.id) + 1}"
+        return label + (f"  ({node.note})" if node.note else "")
+
+    def to_dict(self) -> dict:
+        return {"stop_reason": self.stop_reason, "returned": self.returned,
+                "nodes": [node.to_dict() for node in self.nodes], "steps": [step.to_dict() for step in self.steps]}
+
+
+@dataclass
+class BeamResult:
+    sequences: list[BeamHypothesis]  # the num_return_sequences best hypotheses, best first
+    tree: BeamTree
+    config: BeamConfig
+    prompt_ids: list[int]
+    elapsed: float = 0.0  # seconds, prefill included
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "prompt_tokens": len(self.prompt_ids), "elapsed": self.elapsed,
+                "sequences": [h.to_dict() for h in self.sequences], "tree": self.tree.to_dict()}
+
+
+def reorder_cache(cache: Any, rows: torch.Tensor) -> None:
+    """Keep batch rows `rows` (B,) of a KV cache, in that order, duplicating repeated ones (in place)."""
+    if hasattr(cache, "reorder"):  # decodelab's KVCache
+        cache.reorder(rows)
+    elif hasattr(cache, "reorder_cache"):  # transformers' Cache
+        cache.reorder_cache(rows)
+    else:
+        raise DecodelabError(f"{type(cache).__name__} cannot reorder its rows, so this backend cannot beam search")
+
+
+def beam_search(lm, prompt_ids: list[int], num_beams: int, max_new_tokens: int = 64, length_penalty: float = 1.0,
+                early_stopping: bool | str = False, num_return_sequences: int = 1, no_repeat_ngram_size: int = 0,
+                repetition_penalty: float | None = None, stop_token_ids: Iterable[int] | None = None) -> BeamResult:
+    """Beam search from `prompt_ids`; equal to transformers' `generate(num_beams=..., do_sample=False)`."""
+    stops = None if stop_token_ids is None else tuple(stop_token_ids)
+    config = BeamConfig(num_beams, max_new_tokens, length_penalty, early_stopping, num_return_sequences,
+                        no_repeat_ngram_size, repetition_penalty, stops)
+    return run_beam_search(lm, prompt_ids, config)
+
+
+def run_beam_search(lm, prompt_ids: list[int], config: BeamConfig) -> BeamResult:
+    backend, tokenizer = lm.backend, lm.tokenizer
+    if not prompt_ids or not all(isinstance(i, int) for i in prompt_ids):
+        raise BadInput(f"prompt_ids must be a non-empty list of token ids, got {prompt_ids!r}")
+    if len(prompt_ids) >= backend.context_length:
+        raise BadInput(f"prompt is {len(prompt_ids)} tokens but the model reads at most {backend.context_length}, "
+                       "leaving no room to generate: shorten it")
+    started = time.perf_counter()
+    stop_ids = frozenset(config.stop_token_ids if config.stop_token_ids is not None else lm.stop_ids())
+    width, penalty = config.num_beams, config.length_penalty
+    ranked = max(2, 1 + len(stop_ids)) * width  # K candidates ranked per step
+    steps = min(config.max_new_tokens, backend.context_length - len(prompt_ids))
+    limit = StopReason("max_new_tokens" if steps == config.max_new_tokens else "context_full")
+    processors = config.processors()
+    tree = BeamTree(stop_reason=limit.kind)
+    root = tree.add(parent_id=None, step=-1, token_id=None, piece="", logprob=0.0, cum_logprob=0.0, rank=0,
+                    status="root")
+
+    # Prefill once: the search starts with a single live beam, the prompt.
+    cache = backend.new_cache(1)
+    ids = torch.tensor([prompt_ids], device=backend.device)  # (B=1, T)
+    logits = backend.forward(ids, cache)[:, -1]  # (B, V)
+    beam_scores = torch.zeros(1, device=logits.device)  # (B,) float32 sum of logprobs of each live beam
+    live = [LiveBeam(root.id, (), 0.0)]  # row b of ids / cache / beam_scores is live[b]
+    finished: list[BeamHypothesis] = []  # the num_beams best finished hypotheses, best first
+
+    for step in range(steps):
+        generated = step + 1  # new tokens in a candidate of this step, its own included
+        # Score every one-token expansion of every live beam: beam score + processed log-probability.
+        logprobs = processors(logits.log_softmax(dim=-1), History(ids, len(prompt_ids)))  # (B, V)
+        totals = beam_scores[:, None] + logprobs  # (B, V)
+        # Rank the K best expansions over all beams; flat index -> (parent row, token).
+        top_totals, flat = totals.flatten().topk(min(ranked, totals.numel()))  # (K,)
+        parent_rows, tokens = (flat // totals.shape[1]).tolist(), (flat % totals.shape[1]).tolist()
+        scores = (top_totals / generated**penalty).tolist()  # (K,) what each would score if it ended now
+
+        # Each candidate, best first: a live beam next step (the best num_beams that do not end), a finished
+        # hypothesis (ends and ranks in the top num_beams), or pruned.
+        kept_ranks, ended, nodes = [], [], []
+        for rank, (row, token, total) in enumerate(zip(parent_rows, tokens, top_totals.tolist())):
+            stopped = token in stop_ids
+            node = tree.add(parent_id=live[row].node_id, step=step, token_id=token,
+                            piece=token_piece(tokenizer, token), logprob=float(logprobs[row, token]),
+                            cum_logprob=total, rank=rank, status="pruned")
+            nodes.append(node)
+            if not stopped and generated < steps:
+                if len(kept_ranks) < width:
+                    node.status = "kept"
+                    kept_ranks.append(rank)
+                else:
+                    node.note = f"beyond the {width} live beams"
+            elif rank < width:
+                node.score = scores[rank]
+                reason = StopReason("stop_token", token_id=token) if stopped else limit
+                token_ids = [*live[row].token_ids, token]
+                text = tokenizer.decode(token_ids[:-1] if stopped else token_ids)
+                ended.append(BeamHypothesis(token_ids, text, scores[rank], total, reason, node.id))
+            else:
+                node.note = f"{'stop token' if stopped else 'last step'}, ranked below the top {width}"
+
+        # Keep the num_beams best finished hypotheses (earlier ones first among equal scores).
+        finished = sorted(finished + ended, key=lambda h: -h.score)[:width]
+        kept_hypotheses = {h.node_id for h in finished}
+        for hypothesis in ended:
+            node = tree.nodes[hypothesis.node_id]
+            if hypothesis.node_id in kept_hypotheses:
+                node.status, node.note = "finished", str(hypothesis.finished_by)
+            else:
+                node.note = f"ended ({hypothesis.finished_by}) below the {width} best finished"
+        tree.steps.append(BeamStep(step, tuple(live), tuple(n.id for n in nodes),
+                                   tuple(h for h in ended if h.node_id in kept_hypotheses)))
+        if not kept_ranks:
+            break  # the last step: every candidate ended
+
+        # Can the live beams still beat the finished hypotheses? (transformers' stopping heuristics)
+        best_live_total = top_totals[kept_ranks[0]]
+        if len(finished) == width:
+            if config.early_stopping is True:
+                tree.stop_reason = "early_stopping"
+                break
+            optimistic = steps if config.early_stopping == "never" and penalty > 0 else generated
+            if float(best_live_total / optimistic**penalty) <= finished[-1].score:
+                tree.stop_reason = "no_better_possible"
+                break
+
+        # Continue the kept candidates: gather their parents' cache rows (a parent with two kept children is
+        # duplicated, one with none dropped), then feed each its new token.
+        rows = torch.tensor([parent_rows[r] for r in kept_ranks], device=ids.device)  # (B,)
+        new_tokens = torch.tensor([tokens[r] for r in kept_ranks], device=ids.device)  # (B,)
+        reorder_cache(cache, rows)
+        ids = torch.cat([ids[rows], new_tokens[:, None]], dim=1)  # (B, T + 1)
+        beam_scores = top_totals[kept_ranks]  # (B,)
+        live = [LiveBeam(nodes[r].id, (*live[parent_rows[r]].token_ids, tokens[r]), nodes[r].cum_logprob)
+                for r in kept_ranks]
+        logits = backend.forward(new_tokens[:, None], cache)[:, -1]  # (B, V)
+
+    returned = finished[: config.num_return_sequences]
+    tree.returned = [h.node_id for h in returned]
+    return BeamResult(returned, tree, config, list(prompt_ids), time.perf_counter() - started)

@@ -1,0 +1,135 @@
+"""Run several decoding strategies from the same prompt and seed, and measure what each one wrote.
+
+Strategies are written as in the CLI: "greedy; beam:5; temperature:0.7; top_k:50; top_p:0.9; min_p:0.05",
+and a strategy may combine settings with commas ("temperature:0.8,top_p:0.9"). Every output is scored
+once under the model's *unmodified* distribution, which gives its log-probability, perplexity, mean
+entropy and mean nucleus size along the path it took; diversity and repetition come from its token ids.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from decodelab.errors import BadInput
+from decodelab.metrics import distinct_n, mean_entropy, mean_nucleus_size, repeated_ngram_rate
+
+SAMPLING_SETTINGS = {  # strategy word -> (GenerationConfig field, type)
+    "temperature": ("temperature", float), "top_k": ("top_k", int), "top_p": ("top_p", float),
+    "min_p": ("min_p", float), "typical_p": ("typical_p", float), "repetition_penalty": ("repetition_penalty", float),
+    "presence_penalty": ("presence_penalty", float), "frequency_penalty": ("frequency_penalty", float),
+    "no_repeat_ngram": ("no_repeat_ngram_size", int),
+}
+DEFAULT_STRATEGIES = "greedy; beam:5; temperature:0.7; top_k:50; top_p:0.9; min_p:0.05"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    label: str  # as written, e.g. "temperature:0.8,top_p:0.9"
+    kind: str  # "greedy" | "beam" | "sample"
+    options: dict = field(default_factory=dict)  # GenerationConfig fields, or {"num_beams": k}
+
+
+def parse_strategies(spec: str) -> list[Strategy]:
+    """'greedy; beam:5; temperature:0.7,top_p:0.9' -> Strategies; each bad word is one clear error."""
+    strategies = [_parse_one(part.strip()) for part in spec.split(";") if part.strip()]
+    if not strategies:
+        raise BadInput(f"no strategies in {spec!r}: try {DEFAULT_STRATEGIES!r}")
+    return strategies
+
+
+def _parse_one(label: str) -> Strategy:
+    if label == "greedy":
+        return Strategy(label, "greedy", {"greedy": True})
+    options = {}
+    for setting in label.split(","):
+        name, _, value = setting.strip().partition(":")
+        if name == "beam":
+            return Strategy(label, "beam", {"num_beams": _convert(name, value, int)})
+        if name not in SAMPLING_SETTINGS:
+            known = ", ".join(["greedy", "beam:K", *(f"{word}:X" for word in SAMPLING_SETTINGS)])
+            raise BadInput(f"unknown strategy setting {name!r} in {label!r}: use {known}")
+        field_name, kind = SAMPLING_SETTINGS[name]
+        options[field_name] = _convert(name, value, kind)
+    return Strategy(label, "sample", options)
+
+
+def _convert(name: str, value: str, kind: type) -> int | float:
+    try:
+        return kind(value)
+    except ValueError:
+        raise BadInput(f"{name} needs a {kind.__name__} value, as in {name}:{'5' if kind is int else '0.9'}; "
+                       f"got {value!r}") from None
+
+
+@dataclass
+class Outcome:
+    """One strategy's output and its measurements."""
+
+    strategy: Strategy
+    text: str
+    token_ids: list[int]
+    stop_reason: str
+    logprob: float  # log P(output | prompt) under the unmodified model
+    perplexity: float
+    mean_entropy: float  # nats, of the model's distribution at each step of the path
+    mean_nucleus_size: float  # tokens holding 90% of the mass at each step
+    distinct_1: float
+    distinct_2: float
+    repeated_3gram_rate: float
+
+    def to_dict(self) -> dict:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "strategy"}
+        return {"strategy": self.strategy.label, **values}
+
+
+def compare(lm, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0,
+            max_new_tokens: int = 64) -> list[Outcome]:
+    """Each strategy from the same prompt and seed, measured the same way."""
+    from decodelab.beam import beam_search
+    from decodelab.scoring import score_ids
+
+    outcomes = []
+    for strategy in strategies:
+        if strategy.kind == "beam":
+            best = beam_search(lm, prompt_ids, max_new_tokens=max_new_tokens, **strategy.options).sequences[0]
+            ids, text, reason = best.token_ids, best.text, str(best.finished_by)
+        else:
+            result = lm.generate(prompt_ids, seed=seed, max_new_tokens=max_new_tokens, **strategy.options)
+            ids, text, reason = result.token_ids, result.text, str(result.stop_reason)
+        score = score_ids(lm, prompt_ids + ids, len(prompt_ids)) if ids else None
+        content = [i for i in ids if i not in lm.stop_ids()]  # diversity of what was written, not of its end
+        outcomes.append(Outcome(
+            strategy, text, ids, reason,
+            logprob=score.total_logprob if score else 0.0,
+            perplexity=score.perplexity if score else math.nan,
+            mean_entropy=mean_entropy(score.tokens) if score else math.nan,
+            mean_nucleus_size=mean_nucleus_size(score.tokens) if score else math.nan,
+            distinct_1=distinct_n(content, 1), distinct_2=distinct_n(content, 2),
+            repeated_3gram_rate=repeated_ngram_rate(content, 3),
+        ))
+    return outcomes
+
+
+def comparison_table(outcomes: list[Outcome]) -> str:
+    """Metrics side by side (one column per strategy), then each strategy's text."""
+    rows = [
+        ("tokens", lambda o: str(len(o.token_ids))),
+        ("logprob", lambda o: f"{o.logprob:.1f}"),
+        ("perplexity", lambda o: f"{o.perplexity:.2f}"),
+        ("mean entropy", lambda o: f"{o.mean_entropy:.2f}"),
+        ("mean nucleus", lambda o: f"{o.mean_nucleus_size:.1f}"),
+        ("distinct-1", lambda o: f"{o.distinct_1:.2f}"),
+        ("distinct-2", lambda o: f"{o.distinct_2:.2f}"),
+        ("repeated 3-grams", lambda o: f"{o.repeated_3gram_rate:.2f}"),
+        ("stopped by", lambda o: o.stop_reason),
+    ]
+    labels = [o.strategy.label for o in outcomes]
+    widths = [max(len(label), *(len(render(o)) for _, render in rows)) for label, o in zip(labels, outcomes)]
+    name_width = max(len(name) for name, _ in rows)
+    lines = ["  ".join([" " * name_width, *(label.rjust(w) for label, w in zip(labels, widths))])]
+    for name, render in rows:
+        lines.append("  ".join([name.ljust(name_width), *(render(o).rjust(w) for o, w in zip(outcomes, widths))]))
+    for outcome in outcomes:
+        lines += ["", f"--- {outcome.strategy.label}", outcome.text.strip()]
+    return "\n".join(lines)
