@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/decodelab next --chat "What is the capital of France?" --top 5
 	$(BIN)/decodelab generate "Transformers are the" --greedy --max-new-tokens 12 --trace
 	$(BIN)/decodelab generate --chat "Write one sentence about the sea." --temperature 0.7 --top-p 0.9 --seed 0
+	$(BIN)/decodelab compare "Once upon a time, there was a dragon who" --strategies "greedy; beam:4; top_p:0.9" --max-new-tokens 48
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
