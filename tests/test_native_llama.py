@@ -57,3 +57,52 @@ def test_cache_grows_past_its_first_chunk(tiny_llama_dir):
 def test_native_refuses_a_non_llama_directory(tiny_gpt2_dir):
     with pytest.raises(decodelab.DecodelabError, match="model_type 'llama'"):
         decodelab.load(tiny_gpt2_dir, backend="native")
+
+
+def test_rotary_tables_equal_the_per_step_computation(bundled, tiny_llama_dir):
+    """The cached cos/sin tables (grown past their first 256 rows) are bit-identical to computing them per step."""
+
+    def rotate_half(x):
+        return torch.cat((-x[..., x.shape[-1] // 2 :], x[..., : x.shape[-1] // 2]), dim=-1)
+
+    for model in (bundled.backend, decodelab.load(tiny_llama_dir, backend="native").backend):
+        cos, signed_sin = model._rotary(700)  # (P, 1, D)
+        assert cos.shape[0] >= 700
+        x = torch.randn(700, 1, cos.shape[-1], generator=torch.Generator().manual_seed(3))
+        for start, steps in [(0, 19), (19, 1), (255, 3), (256, 1), (511, 1), (600, 100)]:
+            positions = torch.arange(start, start + steps, dtype=torch.float)
+            freqs = positions[:, None] * model.inv_freq[None, :]
+            angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (T, 1, D), as transformers computes it per step
+            rows, at = x[start : start + steps], slice(start, start + steps)
+            assert torch.equal(cos[at], angles.cos())
+            ours = rows * cos[at] + rows.roll(cos.shape[-1] // 2, dims=-1) * signed_sin[at]  # what forward does
+            assert torch.equal(ours, rows * angles.cos() + rotate_half(rows) * angles.sin())
+
+
+def test_stacked_projections_keep_checkpoint_names_and_share_memory(tiny_llama_dir):
+    model = decodelab.load(tiny_llama_dir, backend="native").backend
+    names = set(model.state_dict())
+    assert {"layers.0.self_attn.q_proj.weight", "layers.1.mlp.up_proj.weight"} <= names
+    assert not any("qkv" in name or "gate_up" in name for name in names)
+    attn, mlp = model.layers[0].self_attn, model.layers[0].mlp
+    assert attn.q_proj.weight.data_ptr() == attn.qkv_weight.data_ptr()
+    assert torch.equal(attn.qkv_weight[-attn.v_proj.weight.shape[0] :], attn.v_proj.weight)
+    assert torch.equal(mlp.gate_up_weight[mlp.gate_proj.weight.shape[0] :], mlp.up_proj.weight)
+
+
+def test_outputs_and_forked_caches_are_ordinary_tensors(tiny_llama_dir):
+    """The layers run in inference mode; callers still get logits they may edit and caches they may fork."""
+    import copy
+
+    backend = decodelab.load(tiny_llama_dir, backend="native").backend
+    ids = torch.randint(0, backend.vocab_size, (2, 9), generator=torch.Generator().manual_seed(4))
+    cache = backend.new_cache(2)
+    logits = backend.forward(ids, cache)
+    assert not logits.is_inference()
+    logits[:, -1, 0] = float("-inf")  # in place, outside inference mode
+    twin = copy.deepcopy(cache)
+    twin.reorder(torch.tensor([1, 0]))
+    step = ids[:, :1]
+    ours, theirs = backend.forward(step, cache), backend.forward(step.flip(0), twin)
+    torch.testing.assert_close(ours, theirs.flip(0))
+    assert cache.length == twin.length == 10
