@@ -89,6 +89,7 @@ def compare(lm, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0
     from decodelab.beam import beam_search
     from decodelab.scoring import score_ids
 
+    stop_ids = lm.stop_ids()
     outcomes = []
     for strategy in strategies:
         if strategy.kind == "beam":
@@ -98,7 +99,7 @@ def compare(lm, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0
             result = lm.generate(prompt_ids, seed=seed, max_new_tokens=max_new_tokens, **strategy.options)
             ids, text, reason = result.token_ids, result.text, str(result.stop_reason)
         score = score_ids(lm, prompt_ids + ids, len(prompt_ids)) if ids else None
-        content = [i for i in ids if i not in lm.stop_ids()]  # diversity of what was written, not of its end
+        content = [i for i in ids if i not in stop_ids]  # diversity of what was written, not of its end
         outcomes.append(Outcome(
             strategy, text, ids, reason,
             logprob=score.total_logprob if score else 0.0,

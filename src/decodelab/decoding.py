@@ -96,7 +96,9 @@ def make_step(
 ) -> Step:
     """The record of choosing `token_id` given one row's raw (V,) and post-chain (V,) logits."""
     raw_logprobs = raw_logits.log_softmax(dim=-1)  # (V,)
-    chain_logprobs = final_logits.log_softmax(dim=-1)
+    # An empty chain (plain greedy) hands back the raw logits: no second softmax on the per-token path.
+    same = final_logits.data_ptr() == raw_logits.data_ptr() and final_logits.shape == raw_logits.shape
+    chain_logprobs = raw_logprobs if same else final_logits.log_softmax(dim=-1)
     logprob = float(raw_logprobs[token_id])
     common = dict(
         index=index, token_id=token_id, piece=token_piece(tokenizer, token_id), prob=float(chain_logprobs[token_id].exp()),
