@@ -1,0 +1,1 @@
+"""Plots of distributions, decoding methods, traces and beam trees (matplotlib, PNG or SVG)."""
