@@ -58,3 +58,12 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def server(bundled):
+    """decodelab's server on the bundled model, running on a free loopback port for the whole session."""
+    from live_server import live_server
+
+    with live_server(bundled, max_queue=8) as running:
+        yield running

@@ -29,6 +29,7 @@ class Session:
         self._state = DecodeState(lm.backend, prompt_ids)
         self.steps: list[Step] = []
         self._draws: list[int | None] = []  # per step: the draw number used, None for forced tokens
+        self._configs: list[GenerationConfig] = []  # per step: the config it was chosen under
         self._next_draw = 0
 
     @property
@@ -61,6 +62,16 @@ class Session:
             return StopReason("context_full")
         return None
 
+    def configure(self, config: GenerationConfig | None = None, **options) -> None:
+        """Choose the next tokens under another config (e.g. the web page's sliders). Earlier steps keep
+        theirs, and `save()` records each step's config, so a replay still reproduces every token."""
+        from decodelab.model import make_config
+
+        self.config = make_config(config or self.config, options)
+        self._chain = self.config.chain()
+        if self.config.stop_token_ids is not None:
+            self.stop_ids = frozenset(self.config.stop_token_ids)
+
     def distribution(self, after_samplers: bool = False) -> Distribution:
         """The next-token distribution: the model's own, or after the configured sampler chain."""
         logits = self._state.logits
@@ -91,7 +102,7 @@ class Session:
             raise BadInput(f"can undo 1..{len(self.steps)} tokens, got {count!r}")
         self._state.truncate(self._state.ids.shape[1] - count)
         removed = self.steps[-count:]
-        del self.steps[-count:], self._draws[-count:]
+        del self.steps[-count:], self._draws[-count:], self._configs[-count:]
         return removed
 
     def fork(self) -> Session:
@@ -99,17 +110,19 @@ class Session:
         twin = object.__new__(Session)
         twin.__dict__.update(self.__dict__)
         twin._state = self._state.fork()
-        twin.steps, twin._draws = list(self.steps), list(self._draws)
+        twin.steps, twin._draws, twin._configs = list(self.steps), list(self._draws), list(self._configs)
         return twin
 
     def save(self) -> dict:
         """A JSON-ready trace: prompt, config, seed and, per token, its id and how it was chosen."""
-        return {
-            "prompt_ids": self.prompt_ids,
-            "config": self.config.to_dict(),
-            "seed": self.seed,
-            "tokens": [{"id": s.token_id, "draw": d} for s, d in zip(self.steps, self._draws)],
-        }
+        base = self._configs[0] if self._configs else self.config
+        tokens = []
+        for step, draw, config in zip(self.steps, self._draws, self._configs):
+            token = {"id": step.token_id, "draw": draw}
+            if config != base:
+                token["config"] = config.to_dict()
+            tokens.append(token)
+        return {"prompt_ids": self.prompt_ids, "config": base.to_dict(), "seed": self.seed, "tokens": tokens}
 
     @classmethod
     def replay(cls, lm, saved: dict) -> Session:
@@ -117,6 +130,7 @@ class Session:
         config = GenerationConfig.from_dict({**saved["config"], "seed": saved["seed"]})
         session = cls(lm, saved["prompt_ids"], config)
         for index, token in enumerate(saved["tokens"]):
+            session.configure(GenerationConfig.from_dict({**token.get("config", saved["config"]), "seed": saved["seed"]}))
             if token["draw"] is None:
                 session.append(token["id"])
             else:
@@ -139,5 +153,6 @@ class Session:
                          reports[0], forced=forced is not None)
         self.steps.append(step)
         self._draws.append(draw)
+        self._configs.append(self.config)
         self._state.advance(self._state.ids.new_tensor([token]))
         return step

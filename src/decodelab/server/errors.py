@@ -1,0 +1,80 @@
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, one clear message each."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from decodelab.errors import BadInput, DecodelabError, ModelNotFound
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(error_body(self.message, self.type, self.param, self.code), status_code=self.status)
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def validation_message(error: dict) -> tuple[str, str | None]:
+    """One line from a pydantic error: 'top_p: must be <= 1, got 1.5'."""
+    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    if error.get("type") == "json_invalid":
+        return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): send a JSON object", None
+    if error.get("type") == "extra_forbidden":
+        return f"unrecognized request argument {param!r}: remove it (see the README for supported fields)", param
+    if error.get("type") == "missing":
+        return f"{param} is required", param
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    got = error.get("input")
+    suffix = "" if isinstance(got, dict) or got is None else f", got {json.dumps(got, default=str)[:80]}"
+    return f"{param}: {message[0].lower() + message[1:]}{suffix}" if param else f"{message}{suffix}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, error: APIError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(error.errors()[0])
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, error: BadInput) -> JSONResponse:
+        return JSONResponse(error_body(str(error)), status_code=400)
+
+    @app.exception_handler(ModelNotFound)
+    async def no_model(request: Request, error: ModelNotFound) -> JSONResponse:
+        return JSONResponse(error_body(str(error), code="model_not_found"), status_code=404)
+
+    @app.exception_handler(DecodelabError)
+    async def decodelab_error(request: Request, error: DecodelabError) -> JSONResponse:
+        return JSONResponse(error_body(str(error)), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+        message = error.detail if isinstance(error.detail, str) else "request failed"
+        if error.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        return JSONResponse(error_body(message, kind), status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(
+            error_body(f"internal error: {type(error).__name__}: {error}", "server_error"), status_code=500
+        )

@@ -1,0 +1,5 @@
+"""OpenAI-compatible routes (filled in next)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1")
