@@ -84,6 +84,10 @@ def _load_directory(
     directory: Path, name: str, source: str, dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool
 ) -> LM:
     """A decodelab-converted directory runs natively when it can; any other directory goes through transformers."""
+    from decodelab.tinygpt.checkpoint import is_tinygpt_checkpoint, load_lm
+
+    if is_tinygpt_checkpoint(directory):  # trained with `decodelab tiny train`
+        return load_lm(directory, name, dtype, device)
     if not (directory / "config.json").is_file():
         raise ModelNotFound(f"{directory} has no config.json: point to a transformers model directory or a .gguf file")
     wants_native = backend == "native" or (backend == "auto" and is_complete(directory))

@@ -1,0 +1,33 @@
+"""A `TinyGPT` behind the `Backend` contract, so `decodelab.LM` (generate, next, score, beam, sessions, the
+server) drives it exactly as it drives the transformers and native Llama models."""
+
+from __future__ import annotations
+
+import torch
+
+from decodelab.tinygpt.cache import KVCache
+from decodelab.tinygpt.model import TinyGPT
+
+
+class TinyGPTBackend:
+    """Wraps a TinyGPT for inference: no gradients, eval mode (no dropout), float32 logits."""
+
+    def __init__(self, model: TinyGPT):
+        self.model = model.eval()
+        self.vocab_size: int = model.config.vocab_size
+        self.context_length: int = model.config.block_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.wte.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.wte.weight.device
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return self.model.new_cache(batch_size)
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.model(input_ids, cache).float()  # (B, T, V)
