@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -30,8 +31,15 @@ def create_app(lm, *, api_key: str | None = None, max_queue: int = 8, max_sessio
     """The server for one loaded model. `max_queue` bounds generations admitted at once (the rest get 429)."""
     from decodelab.server import explorer_api, openai_api
 
-    app = FastAPI(title="decodelab", version="0.1.0", docs_url="/docs", redoc_url=None)
-    app.state.decodelab = state = ServerState(lm, Runner(max_queue), SessionStore(max_sessions), api_key)
+    state = ServerState(lm, Runner(max_queue), SessionStore(max_sessions), api_key)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.runner.shutdown()
+
+    app = FastAPI(title="decodelab", version="0.1.0", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.decodelab = state
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -54,9 +62,5 @@ def create_app(lm, *, api_key: str | None = None, max_queue: int = 8, max_sessio
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html; charset=utf-8")
-
-    @app.on_event("shutdown")
-    async def stop_runner() -> None:
-        state.runner.shutdown()
 
     return app

@@ -1,5 +1,275 @@
-"""OpenAI-compatible routes (filled in next)."""
+"""OpenAI-compatible routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions.
 
-from fastapi import APIRouter
+Output comes from decodelab's own traced loop, so `logprobs` are the model's log-probabilities recorded in
+each Step (`Step.logprob`, and `Step.raw_top` for `top_logprobs`), and `seed` reproduces a request exactly
+(choice i of n uses seed + i). A stop token ends a choice and is counted in `usage` but, as with OpenAI, is
+not part of the text or the logprobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import time
+
+from fastapi import APIRouter, Request
+
+from decodelab.generation_config import GenerationConfig
+from decodelab.records import Result, Step, StopReason
+from decodelab.server.errors import APIError, error_body
+from decodelab.server.openai_schemas import ChatRequest, CompletionRequest, SamplingRequest
+from decodelab.server.sse import EventStream, event, finite
 
 router = APIRouter(prefix="/v1")
+DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (OpenAI's is the whole context)
+DISCONNECT_CHECK_EVERY = 8  # steps between checks that a non-streaming client is still there
+
+
+def _app(request: Request):
+    return request.app.state.decodelab
+
+
+def served_names(lm) -> list[str]:
+    return [lm.name]
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict:
+    lm = _app(request).lm
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": 0, "owned_by": "decodelab"} for name in served_names(lm)
+    ]}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict:
+    _check_model(_app(request).lm, model_id)
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "decodelab"}
+
+
+def _check_model(lm, name: str) -> None:
+    if name not in served_names(lm):
+        raise APIError(404, f"the model {name!r} does not exist here: this server serves {lm.name!r} (see GET /v1/models)",
+                       param="model", code="model_not_found")
+
+
+def _finish_reason(reason: StopReason) -> str:
+    return "stop" if reason.kind in ("stop_token", "stop_string") else "length"
+
+
+def _max_tokens(lm, requested: int | None, prompt_length: int, default: int | None) -> int:
+    room = lm.context_length - prompt_length
+    if room <= 0:
+        raise APIError(400, f"the prompt is {prompt_length} tokens and {lm.name} reads at most {lm.context_length}: "
+                            "shorten it", param="messages")
+    if requested is None:
+        return min(room, default or room)
+    if requested > room:
+        raise APIError(400, f"max_tokens is {requested} but the prompt has {prompt_length} tokens and {lm.name} "
+                            f"reads at most {lm.context_length}: ask for at most {room}", param="max_tokens")
+    return requested
+
+
+def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int) -> GenerationConfig:
+    return GenerationConfig(
+        max_new_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=body.top_p, top_k=body.top_k, min_p=body.min_p, typical_p=body.typical_p,
+        repetition_penalty=body.repetition_penalty,
+        presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias={int(token): bias for token, bias in (body.logit_bias or {}).items()},
+        stop=tuple(body.stop or ()), seed=seed,
+        top_n=top_logprobs, trace=top_logprobs > 0,
+    )
+
+
+# --- logprobs, in the two shapes OpenAI uses ---------------------------------------------------------------------
+
+def _log(prob: float) -> float:
+    return math.log(prob) if prob > 0 else -9999.0  # OpenAI's stand-in for log(0)
+
+
+def _text_steps(steps: list[Step], reason: StopReason) -> list[Step]:
+    """The steps whose tokens are part of the text: all but a stop token that ended the choice."""
+    return steps[:-1] if reason.kind == "stop_token" and steps else steps
+
+
+def completion_logprobs(steps: list[Step], top: int) -> dict:
+    tokens, offsets, offset = [], [], 0
+    for step in steps:
+        tokens.append(step.piece)
+        offsets.append(offset)
+        offset += len(step.piece)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [step.logprob for step in steps],
+        "top_logprobs": [{alt.piece: _log(alt.prob) for alt in step.raw_top[:top]} for step in steps],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(lm, steps: list[Step], top: int) -> dict:
+    token_bytes = lm.tokenizer.token_bytes
+    return {"content": [
+        {
+            "token": step.piece, "logprob": step.logprob, "bytes": list(token_bytes(step.token_id)),
+            "top_logprobs": [
+                {"token": alt.piece, "logprob": _log(alt.prob), "bytes": list(token_bytes(alt.id))}
+                for alt in step.raw_top[:top]
+            ],
+        }
+        for step in steps
+    ], "refusal": None}
+
+
+def _usage(prompt_length: int, results: list[Result]) -> dict:
+    completion = sum(len(result.token_ids) for result in results)
+    return {"prompt_tokens": prompt_length, "completion_tokens": completion, "total_tokens": prompt_length + completion}
+
+
+# --- the two routes ---------------------------------------------------------------------------------------------
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request):
+    app = _app(request)
+    lm = app.lm
+    _check_model(lm, body.model)
+    if body.echo:
+        raise APIError(400, "echo is not supported: send echo=false and prepend the prompt yourself", param="echo")
+    if body.suffix:
+        raise APIError(400, "suffix (insertion) is not supported by decodelab", param="suffix")
+    if body.best_of not in (None, body.n):
+        raise APIError(400, "best_of is not supported: use n to get several completions", param="best_of")
+    prompt = _single_prompt(body.prompt)
+    top = body.logprobs or 0
+    return await _run(request, app, body, prompt, chat=False, requested=body.max_tokens, default=None,
+                      top=top, want_logprobs=body.logprobs is not None, kind="text_completion")
+
+
+def _single_prompt(prompt):
+    """A prompt as text or ids; a list of several prompts is refused (send one request each)."""
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        if len(prompt) != 1:
+            raise APIError(400, f"send one prompt per request (got {len(prompt)})", param="prompt")
+        prompt = prompt[0]
+    if prompt == "" or prompt == []:
+        raise APIError(400, "prompt is empty: give some text for the model to continue", param="prompt")
+    return prompt
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request):
+    app = _app(request)
+    lm = app.lm
+    _check_model(lm, body.model)
+    if body.top_logprobs and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+    messages = [{"role": message.role, "content": message.text()} for message in body.messages]
+    top = body.top_logprobs or 0
+    return await _run(request, app, body, messages, chat=True, requested=body.max_completion_tokens or body.max_tokens,
+                      default=DEFAULT_CHAT_MAX_TOKENS, top=top, want_logprobs=body.logprobs, kind="chat.completion")
+
+
+async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bool, requested: int | None,
+               default: int | None, top: int, want_logprobs: bool, kind: str):
+    lm, runner = app.lm, app.runner
+    seed = body.seed if body.seed is not None else secrets.randbits(31)
+
+    def start():
+        prompt_ids = lm.prompt_ids(prompt, chat=chat)
+        config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
+        return lm.generation(prompt_ids, config=config, n=body.n)
+
+    release = runner.reserve()  # 429 before any work
+    try:
+        generation = await runner.call(start)
+    except BaseException:
+        release()
+        raise
+    reply = Reply(lm, generation, kind, top if want_logprobs else None)
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return EventStream(reply.stream(runner, usage), on_close=release)
+    try:
+        steps = 0
+        async with contextlib.aclosing(runner.iterate(iter(generation))) as stream:
+            async for _ in stream:
+                steps += 1
+                if steps % DISCONNECT_CHECK_EVERY == 0 and await request.is_disconnected():
+                    return None  # nobody to answer; iterate() counts the run as cancelled
+        return finite(reply.complete())
+    finally:
+        release()
+
+
+class Reply:
+    """Turns one Generation into OpenAI's response objects: whole, or as stream chunks."""
+
+    def __init__(self, lm, generation, kind: str, top_logprobs: int | None):
+        self.lm, self.generation, self.kind, self.top = lm, generation, kind, top_logprobs
+        self.chat = kind == "chat.completion"
+        self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_urlsafe(18)
+        self.created = int(time.time())
+
+    def _envelope(self, choices: list[dict], chunk: bool = False) -> dict:
+        from decodelab import __version__
+
+        return {"id": self.id, "object": self.kind + (".chunk" if chunk and self.chat else ""),
+                "created": self.created, "model": self.lm.name, "system_fingerprint": f"decodelab-{__version__}",
+                "choices": choices}
+
+    def _logprobs(self, steps: list[Step]) -> dict | None:
+        if self.top is None:
+            return None
+        return chat_logprobs(self.lm, steps, self.top) if self.chat else completion_logprobs(steps, self.top)
+
+    def complete(self) -> dict:
+        results = self.generation.results
+        choices = []
+        for row, result in enumerate(results):
+            logprobs = self._logprobs(_text_steps(result.steps, result.stop_reason))
+            choice = {"index": row, "finish_reason": _finish_reason(result.stop_reason), "logprobs": logprobs}
+            if self.chat:
+                choice["message"] = {"role": "assistant", "content": result.text, "refusal": None}
+            else:
+                choice["text"] = result.text
+            choices.append(choice)
+        return {**self._envelope(choices), "usage": _usage(len(self.generation.prompt_ids), results)}
+
+    def _chunk(self, row: int, text: str | None, steps: list[Step], finish: str | None = None,
+               role: bool = False) -> str:
+        choice: dict = {"index": row, "logprobs": self._logprobs(steps) if steps else None, "finish_reason": finish}
+        if self.chat:
+            choice["delta"] = ({"role": "assistant", "content": ""} if role else
+                               {} if text is None else {"content": text})
+        else:
+            choice["text"] = text or ""
+        return event(self._envelope([choice], chunk=True))
+
+    async def stream(self, runner, include_usage: bool):
+        generation = self.generation
+        shown = [0] * generation.n
+        try:
+            if self.chat:
+                for row in range(generation.n):
+                    yield self._chunk(row, None, [], role=True)
+            async with contextlib.aclosing(runner.iterate(iter(generation))) as stream:
+                async for step in stream:
+                    row = step.row
+                    if step.token_id in generation.stop_ids:
+                        continue  # the stop token is not part of the text
+                    safe = generation.safe_text(row)
+                    delta, shown[row] = safe[shown[row]:], max(shown[row], len(safe))
+                    if delta or self.top is not None:
+                        yield self._chunk(row, delta, [step])
+            for row, result in enumerate(generation.results):
+                rest = result.text[shown[row]:]
+                yield self._chunk(row, rest if (rest or not self.chat) else None, [],
+                                  finish=_finish_reason(result.stop_reason))
+            if include_usage:
+                yield event({**self._envelope([], chunk=True),
+                             "usage": _usage(len(generation.prompt_ids), generation.results)})
+            yield event("[DONE]")
+        except Exception as error:  # headers are sent: report in-band, as OpenAI does
+            yield event(error_body(f"generation failed: {type(error).__name__}: {error}", "server_error"))
