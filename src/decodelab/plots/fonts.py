@@ -1,9 +1,9 @@
 """Fonts for plots: token pieces are often Korean, and matplotlib's default font has no Hangul.
 
 `setup_matplotlib()` puts the first installed font that has Hangul (Debian's fonts-noto-cjk, Nanum,
-Malgun, Apple) ahead of the default sans-serif family; Latin text then still renders through the
-fallback list. Plot code builds `matplotlib.figure.Figure` objects directly (no pyplot), so it never
-needs a GUI backend.
+Malgun, Apple) ahead of the default sans-serif family, with DejaVu Sans after it for the glyphs it
+lacks. Plot code builds `matplotlib.figure.Figure` objects directly (no pyplot), so it never needs a
+GUI backend.
 """
 
 from __future__ import annotations
@@ -41,5 +41,7 @@ def setup_matplotlib() -> None:
     sans = list(matplotlib.rcParams["font.sans-serif"])
     if font and sans[:1] != [font]:
         matplotlib.rcParams["font.sans-serif"] = [font] + [name for name in sans if name != font]
-    matplotlib.rcParams["font.family"] = "sans-serif"
+    # Families named one by one fall back glyph by glyph (a generic "sans-serif" resolves to one font only):
+    # DejaVu Sans, shipped with matplotlib, draws the arrows the CJK font lacks, such as '↵' and '⇥'.
+    matplotlib.rcParams["font.family"] = [font, "DejaVu Sans"] if font else "sans-serif"
     matplotlib.rcParams["axes.unicode_minus"] = False  # CJK fonts often lack U+2212
