@@ -59,6 +59,7 @@ async function api(path, body, method) {
 function showError(message) {
   const line = $("error");
   line.textContent = message ? String(message).split("\n")[0] : "";
+  line.title = message ? String(message) : "";
   line.hidden = !message;
 }
 
@@ -222,6 +223,46 @@ function pieceNode(piece) {
   return node;
 }
 
+function hexBytes(hex) {
+  return Uint8Array.from(hex.match(/../g) || [], (pair) => parseInt(pair, 16));
+}
+
+// The bytes behind a readable piece: text as UTF-8, each <0xNN> as one byte.
+function pieceBytes(piece) {
+  const out = [];
+  const encoder = new TextEncoder();
+  for (const part of String(piece).split(/(<0x[0-9A-Fa-f]{2}>)/)) {
+    if (/^<0x[0-9A-Fa-f]{2}>$/.test(part)) out.push(parseInt(part.slice(3, 5), 16));
+    else out.push(...encoder.encode(part));
+  }
+  return Uint8Array.from(out);
+}
+
+// For each token holding part of a character (byte-level BPE splits Korean syllables), the whole
+// character(s) it helps to spell, found by widening its bytes to UTF-8 boundaries; "" for the others.
+function characterHints(byteLists) {
+  const stream = new Uint8Array(byteLists.reduce((n, bytes) => n + bytes.length, 0));
+  const starts = [];
+  let offset = 0;
+  for (const bytes of byteLists) {
+    starts.push(offset);
+    stream.set(bytes, offset);
+    offset += bytes.length;
+  }
+  const continuation = (i) => i < stream.length && (stream[i] & 0xc0) === 0x80;
+  const decoder = new TextDecoder("utf-8", { fatal: false });
+  return byteLists.map((bytes, index) => {
+    let begin = starts[index];
+    let end = begin + bytes.length;
+    const partial = continuation(begin) || continuation(end) ||
+      decoder.decode(bytes).includes("\ufffd");
+    if (!partial || bytes.length === 0) return "";
+    while (begin > 0 && continuation(begin)) begin--;
+    while (continuation(end)) end++;
+    return decoder.decode(stream.subarray(begin, end)).trim();
+  });
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -245,17 +286,28 @@ function renderState() {
 
   const tokens = $("tokens");
   tokens.replaceChildren();
-  for (const token of state.prompt.tokens) {
-    tokens.append(chip(token.piece, token.id, `prompt${token.special ? " special" : ""}`,
-      token.special ? `special token ${token.id}` : `prompt token ${token.id}`));
-  }
-  for (const step of state.steps) {
-    const node = chip(step.piece, step.id, `generated${step.forced ? " forced" : ""}`,
-      `step ${step.step}: ${percent(step.prob)} after the chain, ${percent(step.raw_prob)} raw, rank ${step.rank}` +
-      (step.forced ? " (appended by hand)" : ""));
-    node.style.setProperty("--p", step.raw_prob.toFixed(3));
+  const all = [
+    ...state.prompt.tokens.map((token) => ({ ...token, bytes: token.bytes ? hexBytes(token.bytes) : pieceBytes(token.piece) })),
+    ...state.steps.map((step) => ({ ...step, bytes: pieceBytes(step.piece), generated: true })),
+  ];
+  const hints = characterHints(all.map((token) => token.bytes));
+  all.forEach((token, index) => {
+    let title;
+    let classes;
+    if (token.generated) {
+      classes = `generated${token.forced ? " forced" : ""}`;
+      title = `step ${token.step + 1}: ${percent(token.prob)} after the chain, ${percent(token.raw_prob)} raw, ` +
+        `rank ${token.rank}${token.forced ? " (appended by hand)" : ""}`;
+    } else {
+      classes = `prompt${token.special ? " special" : ""}`;
+      title = `${token.special ? "special" : "prompt"} token ${token.id}`;
+    }
+    title += ` · bytes ${Array.from(token.bytes, (b) => b.toString(16).padStart(2, "0")).join(" ")}`;
+    if (hints[index]) title += ` · part of “${hints[index]}”`;
+    const node = chip(token.piece, token.id, classes, title);
+    if (token.generated) node.style.setProperty("--p", token.raw_prob.toFixed(3));
     tokens.append(node);
-  }
+  });
 
   const rows = $("steps").tBodies[0];
   rows.replaceChildren();
