@@ -169,9 +169,38 @@ def test_page_chain_matches_server(server, page, temperature, top_k, top_p, min_
     assert len(after) == kept or len(after) > 20  # ... and both agree on which tokens survive
 
 
+CHAIN_CASES = [  # (probabilities of ids 0..3, sliders, expected probabilities after the page's chain)
+    ([0.1, 0.2, 0.3, 0.4], {"topP": 0.7}, [0, 0, 0.428571, 0.571429]),
+    ([0.1, 0.2, 0.3, 0.4], {"topK": 2}, [0, 0, 0.428571, 0.571429]),
+    ([0.1, 0.2, 0.3, 0.4], {"minP": 0.4}, [0, 0.222222, 0.333333, 0.444444]),
+    ([0.1, 0.2, 0.3, 0.4], {"temperature": 0.5}, [0.033333, 0.133333, 0.3, 0.533333]),
+    ([0.1, 0.2, 0.3, 0.4], {"temperature": 2, "topP": 0.5}, [0, 0, 0.464102, 0.535898]),
+    ([0.25, 0.25, 0.25, 0.25], {"topK": 1}, [0.25, 0.25, 0.25, 0.25]),  # ties with the k-th stay
+    ([0.1, 0.2, 0.3, 0.4], {"greedy": True}, [0, 0, 0, 1]),
+]
+
+
+def test_page_chain_on_hand_computed_distributions(server, page):
+    page.goto(server.url)
+    expect(page.locator("#model-info")).to_contain_text("SmolLM2")
+    for probs, sliders, expected in CHAIN_CASES:
+        got = page.evaluate("""([probs, sliders]) => {
+            const logits = Float32Array.from(probs, Math.log);
+            const order = Uint32Array.from(probs.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+            const position = new Uint32Array(order.length);
+            order.forEach((id, j) => { position[id] = j; });
+            const chain = decodelab.runChain({logits, order, position},
+                {temperature: 1, topK: 0, topP: 1, minP: 0, greedy: false, ...sliders});
+            return probs.map((_, id) => chain.prob(id));
+        }""", [probs, sliders])
+        assert got == pytest.approx(expected, abs=1e-6), (probs, sliders)
+
+
 def test_greedy_shows_the_argmax_only(server, page):
     start(page, server.url, "The capital of France is")
+    expect(page.locator("#sample-step")).to_be_enabled()
     page.check("#greedy")
+    expect(page.locator("#sample-step")).to_be_disabled()
     shown = bars(page)
     assert shown[0]["post"] == 1 and all(bar["post"] == 0 for bar in shown[1:])
     page.fill("#generate-count", "3")

@@ -413,7 +413,9 @@ function updateButtons() {
   const canStep = live && Boolean(page.state.next);
   $("start").disabled = busy;
   $("greedy-step").disabled = busy || !canStep;
-  $("sample-step").disabled = busy || !canStep;
+  const greedy = settings().greedy || settings().temperature === 0;
+  $("sample-step").disabled = busy || !canStep || greedy;
+  $("sample-step").title = greedy ? "greedy is on (checkbox or temperature 0): every step takes the argmax" : "";
   $("generate").disabled = busy || !canStep;
   $("undo").disabled = busy || !live || page.state.steps.length === 0;
   for (const row of document.querySelectorAll(".bar-row")) row.disabled = busy;
@@ -479,6 +481,7 @@ function setUp() {
     $(id).addEventListener("input", () => {
       showSliderValues();
       renderBars(); // local only: no request
+      updateButtons();
     });
   }
   $("chat").addEventListener("change", () => {
