@@ -52,7 +52,8 @@ class TrainConfig:
     batch_size: int = 32  # windows per step; a step sees batch_size * block_size bytes
     learning_rate: float = 2e-3  # peak learning rate, reached after the warm-up
     min_learning_rate: float = 2e-4  # where the cosine decay ends, at `steps`
-    warmup_steps: int = 100  # linear warm-up from 0 (at most a tenth of `steps`)
+    lr_decay_steps: int | None = None  # where the cosine ends (None: at `steps`); set it to stop early and resume
+    warmup_steps: int = 100  # linear warm-up from 0 (at most a tenth of the decay steps)
     weight_decay: float = 0.1  # AdamW decay on matrices and embeddings (not biases or LayerNorm)
     grad_clip: float = 1.0  # largest gradient norm; larger gradients are scaled down
     eval_interval: int = 250  # measure the validation loss and save a checkpoint every this many steps
@@ -64,6 +65,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise BadInput(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.lr_decay_steps is not None and (not isinstance(self.lr_decay_steps, int) or self.lr_decay_steps < 1):
+            raise BadInput(f"lr_decay_steps must be None or a whole number of at least 1, got {self.lr_decay_steps!r}")
         if not self.learning_rate > 0:
             raise BadInput(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.min_learning_rate <= self.learning_rate:

@@ -68,7 +68,7 @@ def embeddings_figure(lm: LM, prompt: str) -> Figure:
     labels = _labels(lm, ids)
     for index, (title, matrix) in enumerate(panels):
         axes = figure.add_subplot(1, 3, index + 1)
-        values = matrix.float().cpu().numpy()
+        values = matrix.detach().float().cpu().numpy()
         limit = float(abs(values).max()) or 1.0
         image = axes.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
         axes.set_title(title)
@@ -109,7 +109,7 @@ def attention_weights(model: TinyGPT, ids: list[int]) -> list[torch.Tensor]:
     """Every layer's attention weights for one prompt, each (H, T, T) float32 on the CPU."""
     with torch.no_grad():
         maps = model.attention_maps(torch.tensor([ids], device=model.wte.weight.device))  # L x (1, H, T, T)
-    return [weights[0].float().cpu() for weights in maps]
+    return [weights[0].detach().float().cpu() for weights in maps]
 
 
 def write_inspection(lm: LM, prompt: str, out: str | os.PathLike) -> list[Path]:

@@ -45,7 +45,7 @@ class TrainResult:
     step: int  # steps done in all
     interrupted: bool  # stopped early by Ctrl-C (the checkpoint holds this step)
     seconds: float  # wall time of this run
-    tokens_per_second: float  # training throughput of this run
+    tokens_per_second: float  # training throughput of this run (time in steps, not validating or saving)
     train_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, nats/byte on its batch)
     val_losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, nats/byte, nats/char)
 
@@ -60,11 +60,13 @@ class TrainResult:
 
 
 def learning_rate_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to the peak, then a cosine down to min_learning_rate at `steps`; `step` counts from 1."""
-    warmup = min(config.warmup_steps, config.steps // 10)
+    """Linear warm-up to the peak, then a cosine down to min_learning_rate at `lr_decay_steps` (default: `steps`),
+    flat after that; `step` counts from 1."""
+    horizon = config.lr_decay_steps or config.steps
+    warmup = min(config.warmup_steps, horizon // 10)
     if step <= warmup:
         return config.learning_rate * step / warmup
-    progress = min((step - warmup) / max(config.steps - warmup, 1), 1.0)
+    progress = min((step - warmup) / max(horizon - warmup, 1), 1.0)
     cosine = 0.5 * (1 + math.cos(math.pi * progress))  # 1 -> 0
     return config.min_learning_rate + cosine * (config.learning_rate - config.min_learning_rate)
 
@@ -89,7 +91,7 @@ def train(
     model_config: TinyGPTConfig | None = None,
     config: TrainConfig | None = None,
     resume: bool = False,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | bool = True,
     on_step: Callable[[int, float], None] | None = None,
     **options,
 ) -> TrainResult:
@@ -97,7 +99,8 @@ def train(
 
     `options` are TrainConfig fields applied on top of `config` (or, with `resume`, of the checkpoint's own
     training options). `resume` continues the checkpoint in `out` up to `steps`, with its corpus unless another
-    is given. `on_step(step, loss)` is called after every step. Ctrl-C finishes the current step, saves, and
+    is given. `progress`: True draws the bar on stderr, False nothing, or give a stream. `on_step(step, loss)` is
+    called after every step. Ctrl-C finishes the current step, saves, and
     returns with `interrupted=True`.
     """
     out = Path(out).expanduser()
@@ -107,7 +110,8 @@ def train(
             run = _Run.resumed(out, corpus, model_config, config, options)
         else:
             run = _Run.fresh(out, corpus, model_config or TinyGPTConfig(), (config or TrainConfig()).with_(**options))
-        return run.loop(progress, on_step)
+        stream = sys.stderr if progress is True else progress or None
+        return run.loop(stream, on_step)
 
 
 class _Run:
@@ -159,16 +163,18 @@ class _Run:
         config, model = self.config, self.model
         tokens_per_step = config.batch_size * model.config.block_size
         bar = ProgressBar(config.steps, self.step, progress)
-        bar.note(f"training {_describe(model.config)} ({model.parameter_count():,} parameters) on "
-                 f"{self.corpus.name} ({len(self.train_data):,} train / {len(self.val_data):,} validation bytes) "
-                 f"from step {self.step} to {config.steps}")
         started, first_step, interrupted = time.perf_counter(), self.step, False
+        stepping = 0.0  # seconds spent in training steps (not validating or saving): the tok/s measure
         with _interrupt_requests() as stop:
+            bar.note(f"training {_describe(model.config)} ({model.parameter_count():,} parameters) on "
+                     f"{self.corpus.name} ({len(self.train_data):,} train / {len(self.val_data):,} validation bytes) "
+                     f"from step {self.step} to {config.steps}")
             while self.step < config.steps:
+                step_started = time.perf_counter()
                 loss = self._train_step()
-                elapsed = time.perf_counter() - started
-                rate = (self.step - first_step) * tokens_per_step / max(elapsed, 1e-9)
-                left = (config.steps - self.step) * elapsed / (self.step - first_step)
+                stepping += time.perf_counter() - step_started
+                rate = (self.step - first_step) * tokens_per_step / max(stepping, 1e-9)
+                left = (config.steps - self.step) * stepping / (self.step - first_step)
                 bar.update(self.step, loss, rate, left)
                 if on_step is not None:
                     on_step(self.step, loss)
@@ -181,7 +187,7 @@ class _Run:
         bar.close()
         seconds = time.perf_counter() - started
         return TrainResult(self.out, self.step, interrupted, seconds,
-                           (self.step - first_step) * tokens_per_step / max(seconds, 1e-9),
+                           (self.step - first_step) * tokens_per_step / max(stepping, 1e-9),
                            list(self.train_losses), list(self.val_losses))
 
     def _train_step(self) -> float:

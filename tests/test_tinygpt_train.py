@@ -1,0 +1,225 @@
+"""Training a tiny GPT: the loss goes down, checkpoints save and load exactly, resume and Ctrl-C continue where
+they stopped, bad corpora are one clear error, and the `decodelab tiny` commands work end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import decodelab
+from decodelab.cli import main
+from decodelab.errors import BadInput
+from decodelab.tinygpt import TinyGPT, TinyGPTConfig, TrainConfig, load_model, read_corpus, train
+from decodelab.tinygpt.checkpoint import recover_interrupted_save, write_atomically
+from decodelab.tinygpt.corpus import DEFAULT_CORPUS, character_count, default_corpus_text
+from decodelab.tinygpt.progress import ProgressBar
+from decodelab.tinygpt.train import evaluate
+
+SHAPE = TinyGPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
+QUICK = TrainConfig(steps=12, batch_size=8, eval_interval=6, eval_windows=8, warmup_steps=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "pydoc.txt"
+    path.write_text(default_corpus_text()[:30_000], encoding="utf-8")
+    return path
+
+
+def test_a_few_dozen_steps_lower_the_loss(corpus, tmp_path):
+    torch.manual_seed(QUICK.seed)
+    untrained = evaluate(TinyGPT(SHAPE), read_corpus(corpus).split(SHAPE.block_size)[1], 8)[0]  # the same start
+    result = train(tmp_path / "run", corpus, SHAPE, QUICK, steps=40, learning_rate=3e-3, eval_interval=15, progress=None)
+    assert not result.interrupted and result.step == 40
+    assert untrained > 5.0  # about ln 256 = 5.55 nats: a uniform guess over the bytes
+    assert result.val_loss < untrained - 1.5
+    first, last = [loss for _, loss in result.train_losses[:5]], [loss for _, loss in result.train_losses[-5:]]
+    assert sum(last) < sum(first) - 5 * 1.5
+    assert [row[0] for row in result.val_losses] == [15, 30, 40]
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the curve beside the weights
+
+
+def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path):
+    straight = train(tmp_path / "straight", corpus, SHAPE, QUICK, progress=None)
+    half = train(tmp_path / "halves", corpus, SHAPE, QUICK, steps=6, lr_decay_steps=12, progress=None)  # same schedule
+    assert half.step == 6
+    rest = train(tmp_path / "halves", resume=True, steps=12, progress=None)
+    assert rest.step == 12
+    assert rest.train_losses == straight.train_losses  # same batches (RNG state), same optimizer moments
+    assert rest.val_losses == straight.val_losses
+    for name, tensor in load_model(tmp_path / "straight").state_dict().items():
+        assert torch.equal(tensor, load_model(tmp_path / "halves").state_dict()[name]), name
+    state = json.loads((tmp_path / "halves" / "training.json").read_text())
+    assert state["step"] == 12 and state["corpus"] == str(corpus)
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine():
+    from decodelab.tinygpt.train import learning_rate_at
+
+    config = TrainConfig(steps=1000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100)
+    rates = [learning_rate_at(step, config) for step in (1, 50, 100, 550, 1000)]
+    assert rates == pytest.approx([1e-5, 5e-4, 1e-3, 5.5e-4, 1e-4])
+    assert learning_rate_at(600, config.with_(steps=600, lr_decay_steps=1000)) == learning_rate_at(600, config)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resume_goes_on(corpus, tmp_path):
+    def press_ctrl_c(step: int, loss: float) -> None:
+        if step == 5:
+            signal.raise_signal(signal.SIGINT)
+
+    stopped = train(tmp_path / "run", corpus, SHAPE, QUICK, progress=None, on_step=press_ctrl_c)
+    assert stopped.interrupted and stopped.step == 5
+    assert json.loads((tmp_path / "run" / "training.json").read_text())["step"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = train(tmp_path / "run", resume=True, progress=None)
+    straight = train(tmp_path / "straight", corpus, SHAPE, QUICK, progress=None)
+    assert resumed.step == 12 and resumed.train_losses == straight.train_losses
+
+
+def test_saved_checkpoint_loads_as_an_lm_with_the_trained_weights(corpus, tmp_path):
+    train(tmp_path / "run", corpus, SHAPE, QUICK, progress=None)
+    lm = decodelab.load(tmp_path / "run")
+    ids = torch.tensor([list(b"def f(x):")])
+    with torch.no_grad():
+        assert torch.equal(lm.backend.forward(ids), load_model(tmp_path / "run")(ids))
+    assert lm.model.config == SHAPE and lm.source == "tinygpt"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"  \n\n\t ", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "contains NUL bytes, so it is binary"),
+        (b"caf\xe9 latin-1 text", r"is not UTF-8 text \(byte 0xE9 at offset 3\)"),
+    ],
+)
+def test_bad_corpus_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(BadInput, match=message) as error:
+        train(tmp_path / "out", path, SHAPE, QUICK, progress=None)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corpus_too_short_for_the_block_says_how_long_it_must_be(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("A short text.\n" * 10)
+    with pytest.raises(BadInput, match="too few for blocks of 32 .* give at least 331 bytes or a smaller --block-size"):
+        train(tmp_path / "out", path, SHAPE, QUICK, progress=None)
+
+
+def test_the_default_corpus_is_pydoc_text():
+    corpus = read_corpus(None)
+    assert corpus.name == DEFAULT_CORPUS and len(corpus.text) > 100_000
+    assert "The \"if\" statement" in corpus.text or "if_stmt" in corpus.text
+    assert character_count(torch.tensor(list("한국 ok".encode()))) == 5  # bytes starting a character
+
+
+def test_out_must_be_new_or_a_checkpoint(corpus, tmp_path):
+    train(tmp_path / "run", corpus, SHAPE, QUICK, steps=2, progress=None)
+    with pytest.raises(BadInput, match="already holds a tiny-GPT checkpoint: pass --resume"):
+        train(tmp_path / "run", corpus, SHAPE, QUICK, progress=None)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    with pytest.raises(BadInput, match="exists and is not empty"):
+        train(tmp_path / "notes", corpus, SHAPE, QUICK, progress=None)
+    with pytest.raises(BadInput, match="nothing to resume"):
+        train(tmp_path / "notes", resume=True, progress=None)
+    with pytest.raises(BadInput, match="already at step 2: pass --steps above it"):
+        train(tmp_path / "run", resume=True, steps=2, progress=None)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(corpus, tmp_path):
+    target = tmp_path / "run"
+    train(target, corpus, SHAPE, QUICK, steps=2, progress=None)
+    before = (target / "model.safetensors").read_bytes()
+
+    def fail(directory: Path) -> None:
+        (directory / "model.safetensors").write_bytes(b"half written")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomically(target, fail)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no partial directory left behind
+    target.rename(tmp_path / ".run.previous")  # as if a save died between its two renames
+    recover_interrupted_save(target)
+    assert (target / "model.safetensors").read_bytes() == before
+
+
+def test_progress_bar_redraws_on_a_terminal_and_prints_lines_otherwise():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        bar = ProgressBar(100, stream=stream)
+        for step in range(1, 101):
+            bar.update(step, 2.5, 1234.0, 10.0)
+        bar.note("step 100: validation loss 2.4")
+        bar.close()
+    assert "\r[" in terminal.getvalue() and "step 100/100  loss 2.500  1,234 tok/s" in terminal.getvalue()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and 10 <= len(lines) <= 25 and lines[-1] == "step 100: validation loss 2.4"
+
+
+def test_cli_train_generate_next_and_inspect(corpus, tmp_path, capsys):
+    out = tmp_path / "cli-run"
+    shape = ["--layers", "1", "--heads", "2", "--dim", "16", "--block-size", "16", "--batch-size", "4"]
+    assert main(["tiny", "train", "--corpus", str(corpus), "--out", str(out), "--steps", "6", "--eval-interval", "3",
+                 *shape]) == 0
+    captured = capsys.readouterr()
+    assert "step 6: validation loss" in captured.out and "nats/char" in captured.out
+    assert "tok/s" in captured.err
+    assert main(["tiny", "train", "--out", str(out), "--resume", "--steps", "8"]) == 0
+    assert json.loads((out / "training.json").read_text())["step"] == 8
+    assert main(["tiny", "train", "--out", str(out), "--resume", "--steps", "9", "--layers", "2"]) == 1
+    assert "leave out --layers" in capsys.readouterr().err
+
+    assert main(["tiny", "generate", "--checkpoint", str(out), "Hello", "--greedy", "--max-new-tokens", "5", "--json"]) == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert len(final["token_ids"]) == 5
+    assert main(["next", "Hello", "--model", str(out), "--top", "3"]) == 0
+    assert "rank" in capsys.readouterr().out
+
+    assert main(["tiny", "inspect", "--checkpoint", str(out), "Hello", "--out", str(tmp_path / "pictures")]) == 0
+    assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["attention-layer-0.png", "embeddings.png"]
+
+
+def test_cli_bad_corpus_is_one_line(tmp_path, capsys):
+    assert main(["tiny", "train", "--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("decodelab: error: corpus file") and "missing.txt" in error
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_saves_and_exits_130(corpus, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "decodelab", "tiny", "train", "--corpus", str(corpus), "--out", str(out),
+               "--steps", "100000", "--layers", "1", "--dim", "16", "--heads", "2", "--block-size", "16",
+               "--batch-size", "4", "--eval-interval", "100000"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stderr:
+        if line.startswith("training "):  # the header: Ctrl-C now stops after a step and saves
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=60)[1]
+    assert process.returncode == 130
+    last = rest.strip().splitlines()[-1]
+    assert last.startswith("decodelab: interrupted at step ") and "continue with --resume" in last
+    step = int(last.split("step ")[1].split(":")[0])
+    assert json.loads((out / "training.json").read_text())["step"] == step > 0
