@@ -469,7 +469,13 @@ async function undo() {
 }
 
 async function connect() {
-  const info = await api("/api/info");
+  let info;
+  try {
+    info = await api("/api/info");
+  } catch (error) {
+    $("model-info").textContent = error.status === 401 ? "this server needs its API key" : "not connected";
+    throw error;
+  }
   $("key-box").hidden = true;
   $("model-info").textContent = `${info.model} · context ${info.context_length.toLocaleString("en")} tokens · ` +
     `vocabulary ${info.vocab_size.toLocaleString("en")}` + (info.chat_template ? " · chat template" : "");
