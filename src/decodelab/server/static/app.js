@@ -1,8 +1,9 @@
 // decodelab web explorer: one session on the server, the sampler chain re-run here as the sliders move.
 //
-// The server sends the raw logits of the whole vocabulary with every state (base64 float32). This page
+// The server sends the raw logits of the whole vocabulary with every state (base64 float32). chain.js
 // applies temperature -> top_k -> top_p -> min_p to them exactly as decodelab/samplers.py does, so the bars
 // change without a round trip, and a step sends the same settings so the server draws from what is shown.
+// utf8.js finds which character a partial-byte token helps to spell.
 "use strict";
 
 const BARS = 20; // candidates shown, in the model's own (raw) order
@@ -79,90 +80,6 @@ async function action(run) {
   }
 }
 
-// ---------- the sampler chain, mirroring decodelab/samplers.py ----------
-
-function decodeLogits(base64) {
-  const binary = atob(base64);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  const view = new DataView(bytes.buffer);
-  const logits = new Float32Array(bytes.length / 4);
-  for (let i = 0; i < logits.length; i++) logits[i] = view.getFloat32(4 * i, true); // little-endian
-  return logits;
-}
-
-// Decode once per state: logits, token ids sorted by logit (descending), and the raw softmax.
-function prepareDistribution(next) {
-  const logits = decodeLogits(next.logits);
-  const order = new Uint32Array(logits.length);
-  for (let i = 0; i < order.length; i++) order[i] = i;
-  order.sort((a, b) => logits[b] - logits[a] || a - b);
-  const position = new Uint32Array(logits.length); // id -> place in `order`
-  for (let j = 0; j < order.length; j++) position[order[j]] = j;
-  const pieces = new Map(next.top.map((c) => [c.id, c.piece]));
-  const raw = runChain({ logits, order, position }, { temperature: 1, topK: 0, topP: 1, minP: 0, greedy: false });
-  return { logits, order, position, pieces, raw, entropy: next.entropy, top: next.top };
-}
-
-// The chain over one distribution. Every stage only removes tokens from the low end of the ranking
-// (temperature > 0 keeps the order), so what survives is always a prefix of `order`: `kept` tokens.
-// Returns {kept, stages: [{name, kept}], prob(id)} — prob is the softmax of the final logits, in doubles.
-function runChain(dist, settings) {
-  const { logits, order, position } = dist;
-  const size = logits.length;
-  if (settings.greedy || settings.temperature === 0) {
-    // Greedy leaves out the reshaping stages and takes the argmax.
-    return { kept: 1, greedy: true, stages: [{ name: "greedy", kept: 1 }], prob: (id) => (id === order[0] ? 1 : 0) };
-  }
-  // Temperature: logits / T with T rounded to float32, as torch divides a float32 tensor by a Python float
-  // (dividing two float32 values in doubles and rounding once is exact). T = 1 is no stage at all.
-  const t = settings.temperature;
-  const t32 = Math.fround(t);
-  const scaled = new Float64Array(size);
-  for (let i = 0; i < size; i++) scaled[i] = t === 1 ? logits[i] : Math.fround(logits[i] / t32);
-  const at = (j) => scaled[order[j]];
-  const stages = [];
-  if (t !== 1) stages.push({ name: "temperature", kept: size });
-  let kept = size;
-
-  // Top-k: keep logits >= the k-th largest (ties with it stay, as in transformers).
-  if (settings.topK > 0) {
-    const kth = at(Math.min(settings.topK, size) - 1);
-    kept = Math.min(settings.topK, size);
-    while (kept < size && at(kept) >= kth) kept++;
-    stages.push({ name: "top_k", kept });
-  }
-  const softmaxOfPrefix = (n) => {
-    const top = at(0);
-    let total = 0;
-    for (let j = 0; j < n; j++) total += Math.exp(at(j) - top);
-    return (j) => Math.exp(at(j) - top) / total;
-  };
-  // Top-p: from the least likely up, drop tokens while the tail's mass stays <= 1 - p; the top token stays.
-  if (settings.topP < 1) {
-    const p = softmaxOfPrefix(kept);
-    const limit = Math.fround(1 - settings.topP);
-    let tail = 0;
-    for (let j = kept - 1; j >= 1; j--) {
-      tail += p(j);
-      if (tail > limit) break;
-      kept = j;
-    }
-    stages.push({ name: "top_p", kept });
-  }
-  // Min-p: drop tokens whose probability is below min_p times the top token's; the top token stays.
-  if (settings.minP > 0) {
-    const p = softmaxOfPrefix(kept);
-    const threshold = settings.minP * p(0);
-    let n = 1;
-    while (n < kept && p(n) >= threshold) n++;
-    kept = n;
-    stages.push({ name: "min_p", kept });
-  }
-  const p = softmaxOfPrefix(kept);
-  return { kept, greedy: false, stages, prob: (id) => (position[id] < kept ? p(position[id]) : 0) };
-}
-
 // ---------- the sliders ----------
 
 function settings() {
@@ -223,46 +140,6 @@ function pieceNode(piece) {
   return node;
 }
 
-function hexBytes(hex) {
-  return Uint8Array.from(hex.match(/../g) || [], (pair) => parseInt(pair, 16));
-}
-
-// The bytes behind a readable piece: text as UTF-8, each <0xNN> as one byte.
-function pieceBytes(piece) {
-  const out = [];
-  const encoder = new TextEncoder();
-  for (const part of String(piece).split(/(<0x[0-9A-Fa-f]{2}>)/)) {
-    if (/^<0x[0-9A-Fa-f]{2}>$/.test(part)) out.push(parseInt(part.slice(3, 5), 16));
-    else out.push(...encoder.encode(part));
-  }
-  return Uint8Array.from(out);
-}
-
-// For each token holding part of a character (byte-level BPE splits Korean syllables), the whole
-// character(s) it helps to spell, found by widening its bytes to UTF-8 boundaries; "" for the others.
-function characterHints(byteLists) {
-  const stream = new Uint8Array(byteLists.reduce((n, bytes) => n + bytes.length, 0));
-  const starts = [];
-  let offset = 0;
-  for (const bytes of byteLists) {
-    starts.push(offset);
-    stream.set(bytes, offset);
-    offset += bytes.length;
-  }
-  const continuation = (i) => i < stream.length && (stream[i] & 0xc0) === 0x80;
-  const decoder = new TextDecoder("utf-8", { fatal: false });
-  return byteLists.map((bytes, index) => {
-    let begin = starts[index];
-    let end = begin + bytes.length;
-    const partial = continuation(begin) || continuation(end) ||
-      decoder.decode(bytes).includes("\ufffd");
-    if (!partial || bytes.length === 0) return "";
-    while (begin > 0 && continuation(begin)) begin--;
-    while (continuation(end)) end++;
-    return decoder.decode(stream.subarray(begin, end)).trim();
-  });
-}
-
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -287,7 +164,9 @@ function renderState() {
   const tokens = $("tokens");
   tokens.replaceChildren();
   const all = [
-    ...state.prompt.tokens.map((token) => ({ ...token, bytes: token.bytes ? hexBytes(token.bytes) : pieceBytes(token.piece) })),
+    ...state.prompt.tokens.map((token) => ({
+      ...token, bytes: token.bytes ? hexBytes(token.bytes) : pieceBytes(token.piece),
+    })),
     ...state.steps.map((step) => ({ ...step, bytes: pieceBytes(step.piece), generated: true })),
   ];
   const hints = characterHints(all.map((token) => token.bytes));
@@ -363,16 +242,19 @@ function renderBars() {
   const summary = $("dist-summary");
   list.replaceChildren();
   if (!page.dist) {
-    summary.textContent = page.state ? "The context is full: undo some tokens or start over." : "Start a prompt to see the next-token distribution.";
+    summary.textContent = page.state
+      ? "The context is full: undo some tokens or start over."
+      : "Start a prompt to see the next-token distribution.";
     return;
   }
   const dist = page.dist;
   const chain = runChain(dist, settings());
   const keptMass = dist.order.slice(0, chain.kept).reduce((sum, id) => sum + dist.raw.prob(id), 0);
-  const stages = chain.stages.map((stage) => `${stage.name.replace("_", "-")} → ${stage.kept.toLocaleString("en")}`);
+  const count = (n) => n.toLocaleString("en");
+  const stages = chain.stages.map((stage) => `${stage.name.replace("_", "-")} → ${count(stage.kept)}`);
   summary.textContent = `entropy ${dist.entropy.toFixed(2)} nats · ` +
     (stages.length ? `${stages.join(" · ")} · ` : "no sampler stage · ") +
-    `${chain.kept.toLocaleString("en")} of ${dist.logits.length.toLocaleString("en")} tokens possible, ${percent(keptMass)} of the raw mass`;
+    `${count(chain.kept)} of ${count(dist.logits.length)} tokens possible, ${percent(keptMass)} of the raw mass`;
 
   const shown = Math.min(BARS, dist.logits.length);
   const largest = Math.max(dist.raw.prob(dist.order[0]), chain.prob(dist.order[0]));
@@ -390,7 +272,8 @@ function renderBars() {
     row.dataset.post = post;
     row.title = `append token ${id}`;
     const label = element("span", "label");
-    label.append(element("span", "rank", String(j + 1)), chip(dist.pieces.has(id) ? dist.pieces.get(id) : `#${id}`, id));
+    const piece = dist.pieces.has(id) ? dist.pieces.get(id) : `#${id}`;
+    label.append(element("span", "rank", String(j + 1)), chip(piece, id));
     const bars = element("span", "bars-cell");
     const rawBar = element("span", "bar raw");
     rawBar.style.width = `${(100 * raw) / largest}%`;
