@@ -37,7 +37,7 @@ def corpus(tmp_path_factory) -> Path:
 def test_a_few_dozen_steps_lower_the_loss(corpus, tmp_path):
     torch.manual_seed(QUICK.seed)
     untrained = evaluate(TinyGPT(SHAPE), read_corpus(corpus).split(SHAPE.block_size)[1], 8)[0]  # the same start
-    result = train(tmp_path / "run", corpus, SHAPE, QUICK, steps=40, learning_rate=3e-3, eval_interval=15, progress=None)
+    result = train(tmp_path / "run", corpus, SHAPE, QUICK, steps=40, learning_rate=3e-3, eval_interval=15, progress=False)
     assert not result.interrupted and result.step == 40
     assert untrained > 5.0  # about ln 256 = 5.55 nats: a uniform guess over the bytes
     assert result.val_loss < untrained - 1.5
@@ -48,10 +48,10 @@ def test_a_few_dozen_steps_lower_the_loss(corpus, tmp_path):
 
 
 def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path):
-    straight = train(tmp_path / "straight", corpus, SHAPE, QUICK, progress=None)
-    half = train(tmp_path / "halves", corpus, SHAPE, QUICK, steps=6, lr_decay_steps=12, progress=None)  # same schedule
+    straight = train(tmp_path / "straight", corpus, SHAPE, QUICK, progress=False)
+    half = train(tmp_path / "halves", corpus, SHAPE, QUICK, steps=6, lr_decay_steps=12, progress=False)  # same schedule
     assert half.step == 6
-    rest = train(tmp_path / "halves", resume=True, steps=12, progress=None)
+    rest = train(tmp_path / "halves", resume=True, steps=12, progress=False)
     assert rest.step == 12
     assert rest.train_losses == straight.train_losses  # same batches (RNG state), same optimizer moments
     assert rest.val_losses == straight.val_losses
@@ -75,17 +75,17 @@ def test_ctrl_c_finishes_the_step_saves_and_resume_goes_on(corpus, tmp_path):
         if step == 5:
             signal.raise_signal(signal.SIGINT)
 
-    stopped = train(tmp_path / "run", corpus, SHAPE, QUICK, progress=None, on_step=press_ctrl_c)
+    stopped = train(tmp_path / "run", corpus, SHAPE, QUICK, progress=False, on_step=press_ctrl_c)
     assert stopped.interrupted and stopped.step == 5
     assert json.loads((tmp_path / "run" / "training.json").read_text())["step"] == 5
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
-    resumed = train(tmp_path / "run", resume=True, progress=None)
-    straight = train(tmp_path / "straight", corpus, SHAPE, QUICK, progress=None)
+    resumed = train(tmp_path / "run", resume=True, progress=False)
+    straight = train(tmp_path / "straight", corpus, SHAPE, QUICK, progress=False)
     assert resumed.step == 12 and resumed.train_losses == straight.train_losses
 
 
 def test_saved_checkpoint_loads_as_an_lm_with_the_trained_weights(corpus, tmp_path):
-    train(tmp_path / "run", corpus, SHAPE, QUICK, progress=None)
+    train(tmp_path / "run", corpus, SHAPE, QUICK, progress=False)
     lm = decodelab.load(tmp_path / "run")
     ids = torch.tensor([list(b"def f(x):")])
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_bad_corpus_is_one_clear_error(tmp_path, content, message):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(BadInput, match=message) as error:
-        train(tmp_path / "out", path, SHAPE, QUICK, progress=None)
+        train(tmp_path / "out", path, SHAPE, QUICK, progress=False)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()
 
@@ -117,7 +117,7 @@ def test_a_corpus_too_short_for_the_block_says_how_long_it_must_be(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("A short text.\n" * 10)
     with pytest.raises(BadInput, match="too few for blocks of 32 .* give at least 331 bytes or a smaller --block-size"):
-        train(tmp_path / "out", path, SHAPE, QUICK, progress=None)
+        train(tmp_path / "out", path, SHAPE, QUICK, progress=False)
 
 
 def test_the_default_corpus_is_pydoc_text():
@@ -128,23 +128,24 @@ def test_the_default_corpus_is_pydoc_text():
 
 
 def test_out_must_be_new_or_a_checkpoint(corpus, tmp_path):
-    train(tmp_path / "run", corpus, SHAPE, QUICK, steps=2, progress=None)
-    with pytest.raises(BadInput, match="already holds a tiny-GPT checkpoint: pass --resume"):
-        train(tmp_path / "run", corpus, SHAPE, QUICK, progress=None)
+    train(tmp_path / "run", corpus, SHAPE, QUICK, steps=2, progress=False)
+    with pytest.raises(BadInput, match="already holds a tiny-GPT checkpoint: pass --resume to continue it, --overwrite"):
+        train(tmp_path / "run", corpus, SHAPE, QUICK, progress=False)
+    assert train(tmp_path / "run", corpus, SHAPE, QUICK, steps=3, overwrite=True, progress=False).step == 3
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep me")
     with pytest.raises(BadInput, match="exists and is not empty"):
-        train(tmp_path / "notes", corpus, SHAPE, QUICK, progress=None)
+        train(tmp_path / "notes", corpus, SHAPE, QUICK, progress=False)
     with pytest.raises(BadInput, match="nothing to resume"):
-        train(tmp_path / "notes", resume=True, progress=None)
-    with pytest.raises(BadInput, match="already at step 2: pass --steps above it"):
-        train(tmp_path / "run", resume=True, steps=2, progress=None)
+        train(tmp_path / "notes", resume=True, progress=False)
+    with pytest.raises(BadInput, match="already at step 3: pass --steps above it"):
+        train(tmp_path / "run", resume=True, steps=3, progress=False)
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint(corpus, tmp_path):
     target = tmp_path / "run"
-    train(target, corpus, SHAPE, QUICK, steps=2, progress=None)
+    train(target, corpus, SHAPE, QUICK, steps=2, progress=False)
     before = (target / "model.safetensors").read_bytes()
 
     def fail(directory: Path) -> None:

@@ -31,7 +31,9 @@ def _add_train(tiny: argparse._SubParsersAction) -> None:
     parser.add_argument("--corpus", default=None, metavar="FILE",
                         help="UTF-8 text to learn (default: the pydoc_data topics every Python install has)")
     parser.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (also a --model for every command)")
-    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --steps")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --steps")
+    start.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a checkpoint")
     group = parser.add_argument_group("training (on --resume, the checkpoint's values unless given)")
     group.add_argument("--steps", type=positive_int, default=None, metavar="N", help=f"total steps ({training.steps})")
     group.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
@@ -85,7 +87,8 @@ def run_train(args: argparse.Namespace) -> int:
         flags = ", ".join(f"--{option.replace('_', '-')}" for option, field in SHAPE_OPTIONS.items() if field in shape)
         raise BadInput(f"a resumed run keeps the checkpoint's shape: leave out {flags}")
     model_config = None if args.resume else TinyGPTConfig(**shape)
-    result = train(args.out, corpus=args.corpus, model_config=model_config, resume=args.resume, **options)
+    result = train(args.out, corpus=args.corpus, model_config=model_config, resume=args.resume,
+                   overwrite=args.overwrite, **options)
     if result.interrupted:
         print(f"decodelab: interrupted at step {result.step}: checkpoint saved in {result.directory} "
               f"(continue with --resume)", file=sys.stderr)

@@ -91,6 +91,7 @@ def train(
     model_config: TinyGPTConfig | None = None,
     config: TrainConfig | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: TextIO | bool = True,
     on_step: Callable[[int, float], None] | None = None,
     **options,
@@ -99,7 +100,8 @@ def train(
 
     `options` are TrainConfig fields applied on top of `config` (or, with `resume`, of the checkpoint's own
     training options). `resume` continues the checkpoint in `out` up to `steps`, with its corpus unless another
-    is given. `progress`: True draws the bar on stderr, False nothing, or give a stream. `on_step(step, loss)` is
+    is given. `overwrite` starts afresh in `out` even if it holds a checkpoint (replaced at the first save).
+    `progress`: True draws the bar on stderr, False nothing, or give a stream. `on_step(step, loss)` is
     called after every step. Ctrl-C finishes the current step, saves, and
     returns with `interrupted=True`.
     """
@@ -109,7 +111,8 @@ def train(
         if resume:
             run = _Run.resumed(out, corpus, model_config, config, options)
         else:
-            run = _Run.fresh(out, corpus, model_config or TinyGPTConfig(), (config or TrainConfig()).with_(**options))
+            run = _Run.fresh(out, corpus, model_config or TinyGPTConfig(), (config or TrainConfig()).with_(**options),
+                             overwrite)
         stream = sys.stderr if progress is True else progress or None
         return run.loop(stream, on_step)
 
@@ -129,11 +132,13 @@ class _Run:
         self.seconds_before = state.get("seconds", 0.0)  # training time of earlier runs
 
     @classmethod
-    def fresh(cls, out: Path, corpus: str | os.PathLike | None, model_config: TinyGPTConfig, config: TrainConfig) -> _Run:
+    def fresh(cls, out: Path, corpus: str | os.PathLike | None, model_config: TinyGPTConfig, config: TrainConfig,
+              overwrite: bool) -> _Run:
         if is_tinygpt_checkpoint(out):
-            raise BadInput(f"{str(out)!r} already holds a tiny-GPT checkpoint: pass --resume to continue it, "
-                           "or choose another --out")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not overwrite:
+                raise BadInput(f"{str(out)!r} already holds a tiny-GPT checkpoint: pass --resume to continue it, "
+                               "--overwrite to start again, or choose another --out")
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise BadInput(f"{str(out)!r} exists and is not empty: choose a new --out directory")
         torch.manual_seed(config.seed)
         run = cls(out, TinyGPT(model_config), config, str(corpus) if corpus is not None else None, {})
