@@ -48,6 +48,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/tinygpt.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,6 +13,15 @@ from decodelab.tinygpt import TinyGPT, TinyGPTBackend, TinyGPTConfig, byte_token
 CONFIG = TinyGPTConfig(block_size=48, n_layer=2, n_head=2, n_embd=32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are dispatch-bound: one torch thread is as fast, and does not fight other work for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model() -> TinyGPT:
     torch.manual_seed(0)
@@ -140,3 +149,17 @@ def test_attention_maps_are_what_the_model_computes(model):
         torch.testing.assert_close(block.attn.c_proj(mixed), block.attn(block.ln_1(x)), rtol=1e-5, atol=1e-6)
     assert torch.allclose(weights.sum(-1), torch.ones(1, CONFIG.n_head, ids.shape[1]))
     assert torch.all(weights.triu(diagonal=1) == 0)  # causal: nothing from the future
+
+
+def test_the_server_serves_a_tiny_gpt(lm):
+    from fastapi.testclient import TestClient
+
+    from decodelab.server import create_app
+
+    with TestClient(create_app(lm)) as api:
+        reply = api.post("/v1/completions", json={"model": lm.name, "prompt": "The ", "max_tokens": 5,
+                                                  "temperature": 0, "logprobs": 2})
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    assert choice["text"] == lm.generate("The ", greedy=True, max_new_tokens=5).text
+    assert len(choice["logprobs"]["token_logprobs"]) == 5

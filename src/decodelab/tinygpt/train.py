@@ -102,8 +102,7 @@ def train(
     training options). `resume` continues the checkpoint in `out` up to `steps`, with its corpus unless another
     is given. `overwrite` starts afresh in `out` even if it holds a checkpoint (replaced at the first save).
     `progress`: True draws the bar on stderr, False nothing, or give a stream. `on_step(step, loss)` is
-    called after every step. Ctrl-C finishes the current step, saves, and
-    returns with `interrupted=True`.
+    called after every step. Ctrl-C finishes the current step, saves, and returns with `interrupted=True`.
     """
     out = Path(out).expanduser()
     recover_interrupted_save(out)
