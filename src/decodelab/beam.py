@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from decodelab.errors import BadInput, DecodelabError
 from decodelab.records import StopReason
 from decodelab.samplers import History, NoRepeatNGram, RepetitionPenalty, SamplerChain
 from decodelab.tokens import token_piece, visible
+
+if TYPE_CHECKING:
+    import pandas
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,18 @@ class BeamTree:
         return {"stop_reason": self.stop_reason, "returned": self.returned,
                 "nodes": [node.to_dict() for node in self.nodes], "steps": [step.to_dict() for step in self.steps]}
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the tree as nested lists, kept / finished / pruned in colour."""
+        from decodelab.display import beam_tree_html
+
+        return beam_tree_html(self)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per node (the index is its id): parent, step, token, logprobs, rank, status (needs pandas)."""
+        from decodelab.display import data_frame
+
+        return data_frame((node.to_dict() for node in self.nodes), index="id")
+
 
 @dataclass
 class BeamResult:
@@ -220,6 +235,12 @@ class BeamResult:
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "prompt_tokens": len(self.prompt_ids), "elapsed": self.elapsed,
                 "sequences": [h.to_dict() for h in self.sequences], "tree": self.tree.to_dict()}
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the returned sequences with their scores, then the search tree."""
+        from decodelab.display import beam_html
+
+        return beam_html(self)
 
 
 def reorder_cache(cache: Any, rows: torch.Tensor) -> None:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from decodelab.errors import BadInput
 from decodelab.metrics import distinct_n, mean_entropy, mean_nucleus_size, repeated_ngram_rate
+
+if TYPE_CHECKING:
+    import pandas
 
 SAMPLING_SETTINGS = {  # strategy word -> (GenerationConfig field, type)
     "temperature": ("temperature", float), "top_k": ("top_k", int), "top_p": ("top_p", float),
@@ -83,14 +87,33 @@ class Outcome:
         return {"strategy": self.strategy.label, **values}
 
 
+class Comparison(list[Outcome]):
+    """The outcomes of `compare`, in strategy order: a list, plus a table, notebook HTML and a DataFrame."""
+
+    def table(self) -> str:
+        return comparison_table(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the metrics side by side, then each strategy's text."""
+        from decodelab.display import comparison_html
+
+        return comparison_html(self)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per strategy (the index), one column per measurement and the text (needs pandas)."""
+        from decodelab.display import data_frame
+
+        return data_frame((outcome.to_dict() for outcome in self), index="strategy")
+
+
 def compare(lm, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0,
-            max_new_tokens: int = 64) -> list[Outcome]:
+            max_new_tokens: int = 64) -> Comparison:
     """Each strategy from the same prompt and seed, measured the same way."""
     from decodelab.beam import beam_search
     from decodelab.scoring import score_ids
 
     stop_ids = lm.stop_ids()
-    outcomes = []
+    outcomes = Comparison()
     for strategy in strategies:
         if strategy.kind == "beam":
             best = beam_search(lm, prompt_ids, max_new_tokens=max_new_tokens, **strategy.options).sequences[0]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from decodelab.errors import BadInput
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import token_piece, visible
+
+if TYPE_CHECKING:
+    import pandas
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,15 @@ class Distribution:
         shown = sum(candidate.prob for candidate in candidates)
         rows.append(f"top {len(candidates)} hold {shown * 100:.2f}% of the mass; entropy {self.entropy:.3f} nats")
         return "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the top 10 as a table with bars, and the entropy."""
+        from decodelab.display import distribution_html
+
+        return distribution_html(self)
+
+    def to_pandas(self, n: int = 10) -> pandas.DataFrame:
+        """The `n` most likely next tokens: rank, id, piece, prob, logprob (needs pandas)."""
+        from decodelab.display import data_frame
+
+        return data_frame(candidate.to_dict() for candidate in self.top(n))

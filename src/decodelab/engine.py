@@ -49,6 +49,12 @@ class Generation:
             pass
         return self.results
 
+    def _repr_html_(self) -> str:
+        """Jupyter: each row's trace once run (see `Result._repr_html_`); before that, how to run it."""
+        from decodelab.display import generation_html
+
+        return generation_html(self)
+
     def _run(self) -> Iterator[Step]:
         config, tokenizer = self.config, self.lm.tokenizer
         started = time.perf_counter()

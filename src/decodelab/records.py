@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from decodelab.samplers import StageReport
 from decodelab.tokens import visible
+
+if TYPE_CHECKING:
+    import pandas
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,21 @@ class Result:
             "completion_tokens": len(self.token_ids),
             "elapsed": self.elapsed,
         }
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the text with each token shaded by its probability; alternatives on hover."""
+        from decodelab.display import result_html
+
+        return result_html(self)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per step: step, id, piece, prob, raw_prob, logprob, rank, entropy, row, forced and the
+        model's top choices (needs pandas)."""
+        from decodelab.display import data_frame
+
+        scalars = ("step", "id", "piece", "prob", "raw_prob", "logprob", "rank", "entropy", "row", "forced")
+        rows = []
+        for step in self.steps:
+            values = step.to_dict()
+            rows.append({**{name: values[name] for name in scalars}, "choices": step.choices()})
+        return data_frame(rows)

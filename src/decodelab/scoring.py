@@ -27,6 +27,8 @@ from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import token_piece, visible
 
 if TYPE_CHECKING:
+    import pandas
+
     from decodelab.model import LM
 
 _ROWS_PER_BLOCK = 64  # positions whose (V,) statistics are computed at once: bounds the sort's memory
@@ -109,6 +111,19 @@ class Score:
             rows.append(f"longer than the context: {self.forwards} windows of {self.window} tokens, "
                         f"stride {self.stride}")
         return "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the scored text, each token shaded by its probability; rank and surprisal on hover."""
+        from decodelab.display import score_html
+
+        return score_html(self)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per scored token: position, id, piece, logprob, prob, rank, surprisal, entropy, nucleus size,
+        context (needs pandas)."""
+        from decodelab.display import data_frame
+
+        return data_frame(token.to_dict() for token in self.tokens)
 
 
 def score_text(lm: LM, text: str, prompt: str | None = None, *, stride: int | None = None,

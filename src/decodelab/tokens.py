@@ -5,9 +5,12 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from decodelab.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import pandas
 
 
 def _hex_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
@@ -93,6 +96,18 @@ class TokenView(Sequence[Token]):
             mark = " *" if token.special else ""
             rows.append(f"{index:>4}  {token.id:>{width}}  {visible(token.piece)}{mark}")
         return "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one chip per token with its id; special tokens marked."""
+        from decodelab.display import token_view_html
+
+        return token_view_html(self)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per token: id, piece, bytes (hex), start, end, special (needs pandas)."""
+        from decodelab.display import data_frame
+
+        return data_frame(token.to_dict() for token in self.tokens)
 
 
 def tokenize(tokenizer: Tokenizer, text: str, add_special_tokens: bool = True) -> TokenView:
