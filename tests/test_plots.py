@@ -97,9 +97,7 @@ def test_method_panels_are_what_the_engine_draws_from_and_picks(bundled, dist):
         chain = panel.config.chain()(dist.logits[None], history)[0].softmax(-1)
         assert [bar.get_width() for bar in bars(axes)] == pytest.approx([float(chain[i]) for i in view.ids], abs=1e-7)
         # The engine, from the same prompt and seed, picks the highlighted token and records the same probability.
-        options = {name: value for name, value in vars(panel.config).items() if name in ("greedy", "temperature",
-                                                                                         "top_k", "top_p", "min_p")}
-        step = bundled.generate(PROMPT, seed=4, max_new_tokens=1, **options).steps[0]
+        step = bundled.generate(PROMPT, config=panel.config.with_(max_new_tokens=1)).steps[0]
         assert step.token_id == panel.chosen
         (red,) = red_rows(axes)
         assert view.ids[red] == panel.chosen
@@ -184,6 +182,7 @@ def test_files_are_png_or_svg_and_korean_text_renders(bundled, tmp_path):
         figure.axes[0].set_xlabel("확률 ↵ ␣ ⇥")
         figure.savefig(tmp_path / "ko.png")
     assert (tmp_path / "ko.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"  # how Jupyter shows it without pyplot
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ right; the chosen token's bar is `CHOSEN` and the others `OTHER`, which tests re
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +25,20 @@ SUFFIXES = (".png", ".svg")
 LABEL_LENGTH = 14  # longest token label, in characters, before it is cut with '…'
 
 
-def new_figure(width: float, height: float) -> Figure:
+class PlotFigure(Figure):
+    """A matplotlib `Figure` that Jupyter shows inline as a PNG, even when pyplot was never imported
+    (a bare Figure then shows only as '<Figure size 640x480 with 1 Axes>')."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def new_figure(width: float, height: float) -> PlotFigure:
     """A figure of `width` x `height` inches with a Hangul-capable font and a white background."""
     setup_matplotlib()
-    return Figure(figsize=(width, height), layout="constrained", facecolor="white")
+    return PlotFigure(figsize=(width, height), layout="constrained", facecolor="white")
 
 
 def token_label(piece: str) -> str:
