@@ -61,8 +61,9 @@ def shade(prob: float) -> str:
     return f"hsl({round(120 * prob)},75%,82%)"
 
 
-def legend() -> str:
-    cells = "".join(f'<span style="background:{shade(p)};padding:0 6px">{p:.0%}</span>' for p in (0, 0.25, 0.5, 0.75, 1))
+def _legend() -> str:
+    cells = "".join(f'<span style="background:{shade(p)};padding:0 6px">{p:.0%}</span>'
+                    for p in (0, 0.25, 0.5, 0.75, 1))
     return f'<div style="{CAPTION}">shade = probability the token was chosen with: {cells} · hover for details</div>'
 
 
@@ -110,9 +111,8 @@ def distribution_html(dist: Distribution, n: int = 10) -> str:
 
 def _piece_bytes(piece: str) -> bytes:
     """The bytes a readable piece stands for: '<0xEC>' is one byte, everything else its UTF-8."""
-    parts = _HEX_BYTE.split(piece)  # text, hex, text, hex, ...
-    return b"".join(bytes.fromhex(part) if odd else part.encode("utf-8") for odd, part in
-                    ((i % 2 == 1, part) for i, part in enumerate(parts)))
+    parts = _HEX_BYTE.split(piece)  # text, hex, text, hex, ..., text
+    return b"".join(bytes.fromhex(part) if i % 2 else part.encode("utf-8") for i, part in enumerate(parts))
 
 
 def _characters(tokens: Sequence[Any]) -> list[tuple[str, list[Any]]]:
@@ -163,7 +163,7 @@ def result_html(result: Result) -> str:
     """The trace of one generation: the text with every token shaded by its probability, details on hover."""
     caption = (f"{len(result.steps)} tokens · stopped by {escape(str(result.stop_reason))} · "
                f"log P = {result.logprob:.2f}" + (f" · seed {result.seed}" if result.seed is not None else ""))
-    return _box(steps_html(result.steps, result.stop_reason.token_id) + legend(), caption)
+    return _box(steps_html(result.steps, result.stop_reason.token_id) + _legend(), caption)
 
 
 def generation_html(generation: Generation) -> str:
@@ -214,7 +214,8 @@ def _node_label(tree: BeamTree, node: BeamNode) -> str:
 
 
 def beam_tree_html(tree: BeamTree) -> str:
-    """The search tree as nested lists; colours as in the plot (kept blue, finished green, pruned grey)."""
+    """The search tree as nested lists; colours as in the plot (kept blue, finished green, pruned grey).
+    Hover a token for its logprob and rank."""
     children: dict[int, list[BeamNode]] = {}
     for node in tree.nodes[1:]:
         children.setdefault(node.parent_id, []).append(node)
@@ -258,7 +259,7 @@ def score_html(score: Score) -> str:
     caption = (f"{len(score.tokens)} tokens scored after {score.prompt_length} of context · "
                f"total logprob {score.total_logprob:.3f} nats · perplexity {score.perplexity:.3f}")
     body = f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.9">{"".join(spans)}</div>'
-    return _box(body + legend(), caption)
+    return _box(body + _legend(), caption)
 
 
 def data_frame(rows: Iterable[dict[str, Any]], index: str | None = None) -> pandas.DataFrame:

@@ -17,12 +17,13 @@ from decodelab.cli.options import add_chat_options, add_model_option, load_model
 
 def positive_floats(text: str) -> tuple[float, ...]:
     """'0.5,1,2' -> (0.5, 1.0, 2.0); each must be a number > 0."""
+    message = f"must be numbers > 0 separated by commas, such as 0.5,1,2; got {text!r}"
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, such as 0.5,1,2; got {text!r}") from None
-    if not values or any(not value > 0 for value in values):
-        raise argparse.ArgumentTypeError(f"must be numbers > 0 separated by commas, such as 0.5,1,2; got {text!r}")
+        raise argparse.ArgumentTypeError(message) from None
+    if not values or not all(value > 0 for value in values):  # `not nan > 0` too
+        raise argparse.ArgumentTypeError(message)
     return values
 
 
