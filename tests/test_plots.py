@@ -132,6 +132,7 @@ def test_temperature_panels_are_softmax_of_logits_over_t(dist):
         assert [bar.get_width() for bar in bars(axes)] == pytest.approx(expected.tolist(), abs=1e-7)
         assert axes.get_title().startswith(f"T = {t:g}")
     assert bars(figure.axes[0])[0].get_width() > bars(figure.axes[2])[0].get_width()  # colder is sharper
+    assert len({axes.get_xlim() for axes in figure.axes}) == 1  # one scale: bar lengths compare across panels
     with pytest.raises(decodelab.DecodelabError, match="temperature must be > 0"):
         plot_temperatures(dist, (0, 1))
 

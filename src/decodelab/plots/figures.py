@@ -72,10 +72,17 @@ def draw_bars(axes: Axes, labels: Sequence[str], probs: Sequence[float], chosen:
     top = max(probs, default=0.0)
     axes.set_xlim(0, max(top * 1.3, 0.05))
     for row, prob in enumerate(probs):
-        axes.text(prob + top * 0.02, row, f"{prob:.1%}", va="center", fontsize=8,
-                  fontweight="bold" if row == chosen else "normal")
+        axes.annotate(f"{prob:.1%}", (prob, row), xytext=(3, 0), textcoords="offset points", va="center",
+                      fontsize=8, fontweight="bold" if row == chosen else "normal")
     axes.set_xlabel("probability")
     axes.spines[["top", "right"]].set_visible(False)
+
+
+def share_scale(figure: Figure) -> None:
+    """One probability scale for every panel, so their bars compare by length (each panel's widest, +30 %)."""
+    right = max(axes.get_xlim()[1] for axes in figure.axes)
+    for axes in figure.axes:
+        axes.set_xlim(0, right)
 
 
 def check_path(path: str | os.PathLike) -> Path:

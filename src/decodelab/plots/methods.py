@@ -20,7 +20,9 @@ from decodelab.decoding import select
 from decodelab.distribution import Distribution
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.plots.figures import CHOSEN, check_path, draw_bars, new_figure, prompt_caption, save, token_label
+from decodelab.plots.figures import (
+    CHOSEN, check_path, draw_bars, new_figure, prompt_caption, save, share_scale, token_label,
+)
 from decodelab.samplers import History
 from decodelab.tokens import token_piece
 
@@ -87,6 +89,7 @@ def plot_methods(dist: Distribution, methods: str = DEFAULT_METHODS, top: int = 
         rule = "argmax" if panel.config.is_greedy else f"keeps {panel.kept:,}"
         picked = token_label(token_piece(dist.tokenizer, panel.chosen))
         axes.set_title(f"{panel.label}\n{rule} · picks {picked}", fontsize=9)
+    share_scale(figure)
     prompt = prompt_caption(dist.tokenizer.decode(dist.prompt_ids))
     figure.suptitle(f"decoding methods after “{prompt}”", fontsize=11)
     return save(figure, path)

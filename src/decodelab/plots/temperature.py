@@ -9,7 +9,9 @@ import torch
 from matplotlib.figure import Figure
 
 from decodelab.distribution import Distribution
-from decodelab.plots.figures import check_path, draw_bars, new_figure, prompt_caption, save, token_label
+from decodelab.plots.figures import (
+    check_path, draw_bars, new_figure, prompt_caption, save, share_scale, token_label,
+)
 from decodelab.samplers import History, Temperature
 from decodelab.tokens import token_piece
 
@@ -38,6 +40,7 @@ def plot_temperatures(dist: Distribution, temperatures: Sequence[float] = (0.5, 
         entropy = float(-torch.special.xlogy(probs, probs).sum())
         shown = float(probs[ids].sum())
         axes.set_title(f"T = {t:g}\nentropy {entropy:.2f} nats · top {len(ids)} hold {shown:.0%}", fontsize=9)
+    share_scale(figure)
     prompt = prompt_caption(dist.tokenizer.decode(dist.prompt_ids))
     figure.suptitle(f"temperature reshapes the next token after “{prompt}”", fontsize=11)
     return save(figure, path)
