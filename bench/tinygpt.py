@@ -19,11 +19,15 @@ import tempfile
 import time
 from collections import Counter
 
-import torch
+# torch's CPU threads spin while they wait for work; on a machine that is also running something else that makes
+# two threads ~10x slower than one (measured). Sleeping threads avoid that. It must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import decodelab
-from decodelab.tinygpt import TinyGPTConfig, TrainConfig, evaluate, read_corpus, train
-from decodelab.tinygpt.corpus import character_count
+import torch  # noqa: E402
+
+import decodelab  # noqa: E402
+from decodelab.tinygpt import TinyGPTConfig, TrainConfig, evaluate, read_corpus, train  # noqa: E402
+from decodelab.tinygpt.corpus import character_count  # noqa: E402
 
 TARGET_SECONDS = 300
 PROMPTS = ("The ", "def ")
@@ -46,8 +50,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or os.path.join(tempfile.mkdtemp(prefix="decodelab-tinygpt-"), "tiny")
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads "
+          f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), load average {os.getloadavg()[0]:.2f}")
     started = time.perf_counter()
     result = train(out, steps=args.steps)
     wall = time.perf_counter() - started

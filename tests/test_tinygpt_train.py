@@ -21,7 +21,7 @@ from decodelab.tinygpt import TinyGPT, TinyGPTConfig, TrainConfig, load_model, r
 from decodelab.tinygpt.checkpoint import recover_interrupted_save, write_atomically
 from decodelab.tinygpt.corpus import DEFAULT_CORPUS, character_count, default_corpus_text
 from decodelab.tinygpt.progress import ProgressBar
-from decodelab.tinygpt.train import evaluate
+from decodelab.tinygpt.training import evaluate
 
 SHAPE = TinyGPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
 QUICK = TrainConfig(steps=12, batch_size=8, eval_interval=6, eval_windows=8, warmup_steps=2)
@@ -71,7 +71,7 @@ def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path):
 
 
 def test_learning_rate_warms_up_then_decays_on_a_cosine():
-    from decodelab.tinygpt.train import learning_rate_at
+    from decodelab.tinygpt.training import learning_rate_at
 
     config = TrainConfig(steps=1000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100)
     rates = [learning_rate_at(step, config) for step in (1, 50, 100, 550, 1000)]

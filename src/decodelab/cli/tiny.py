@@ -79,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from decodelab.errors import BadInput
     from decodelab.tinygpt.config import TinyGPTConfig
-    from decodelab.tinygpt.train import train
+    from decodelab.tinygpt.training import train
 
     shape = {field: getattr(args, option) for option, field in SHAPE_OPTIONS.items() if getattr(args, option) is not None}
     options = {field: getattr(args, option) for option, field in TRAINING_OPTIONS.items() if getattr(args, option) is not None}

@@ -6,8 +6,9 @@
     lm.generate("The ", temperature=0.8, seed=0, max_new_tokens=200).text
 
 Modules: `config` (TinyGPTConfig, TrainConfig), `model` (TinyGPT, nanoGPT-style), `cache` (its KV cache),
-`tokenizer` (one token per byte), `corpus` (training text), `train` (loop, resume, Ctrl-C), `checkpoint` (atomic
-save, load), `backend` (the Backend contract), `plots` (loss curve, embeddings, attention), `progress`.
+`tokenizer` (one token per byte), `corpus` (training text), `training` (`train`: the loop, resume, Ctrl-C),
+`checkpoint` (atomic save, load), `backend` (the Backend contract), `plots` (loss curve, embeddings, attention),
+`progress` (the progress bar).
 Names are imported on first use, so the CLI can read the configs without importing torch.
 """
 
@@ -26,9 +27,9 @@ _EXPORTS = {
     "load_lm": "decodelab.tinygpt.checkpoint",
     "load_model": "decodelab.tinygpt.checkpoint",
     "save_model": "decodelab.tinygpt.checkpoint",
-    "train": "decodelab.tinygpt.train",
-    "evaluate": "decodelab.tinygpt.train",
-    "TrainResult": "decodelab.tinygpt.train",
+    "train": "decodelab.tinygpt.training",
+    "evaluate": "decodelab.tinygpt.training",
+    "TrainResult": "decodelab.tinygpt.training",
     "embeddings_figure": "decodelab.tinygpt.plots",
     "attention_figure": "decodelab.tinygpt.plots",
     "loss_curve_figure": "decodelab.tinygpt.plots",
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from decodelab.tinygpt.model import TinyGPT
     from decodelab.tinygpt.plots import attention_figure, embeddings_figure, loss_curve_figure, write_inspection
     from decodelab.tinygpt.tokenizer import byte_tokenizer
-    from decodelab.tinygpt.train import TrainResult, evaluate, train
+    from decodelab.tinygpt.training import TrainResult, evaluate, train
 
 
 def __getattr__(name: str):

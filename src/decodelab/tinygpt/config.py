@@ -48,8 +48,8 @@ class TinyGPTConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1500  # optimizer steps in all (a resumed run continues up to this many)
-    batch_size: int = 32  # windows per step; a step sees batch_size * block_size bytes
+    steps: int = 1000  # optimizer steps in all (a resumed run continues up to this many)
+    batch_size: int = 16  # windows per step; a step sees batch_size * block_size bytes
     learning_rate: float = 2e-3  # peak learning rate, reached after the warm-up
     min_learning_rate: float = 2e-4  # where the cosine decay ends, at `steps`
     lr_decay_steps: int | None = None  # where the cosine ends (None: at `steps`); set it to stop early and resume
