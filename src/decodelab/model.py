@@ -43,7 +43,7 @@ class LM:
     backend: Backend  # computes logits; see decodelab.backends
     tokenizer: Tokenizer
     eos_ids: tuple[int, ...] = ()  # end-of-sequence ids named by the model and generation configs
-    source: str = "hub"  # "bundled" | "gguf" | "directory" | "hub"
+    source: str = "hub"  # "bundled" | "gguf" | "directory" | "hub" | "tinygpt"
     path: Path | None = None  # the directory the weights were read from, when local
 
     @property
