@@ -41,6 +41,10 @@ demo: $(STAMP)
 	$(BIN)/decodelab generate "Transformers are the" --greedy --max-new-tokens 12 --trace
 	$(BIN)/decodelab generate --chat "Write one sentence about the sea." --temperature 0.7 --top-p 0.9 --seed 0
 	$(BIN)/decodelab compare "Once upon a time, there was a dragon who" --strategies "greedy; beam:4; top_p:0.9" --max-new-tokens 48
+	mkdir -p demo-output
+	$(BIN)/decodelab plot methods "The best thing about Korea is" --out demo-output/methods.png
+	$(BIN)/decodelab plot trace "The best thing about Korea is" --max-new-tokens 24 --seed 0 --out demo-output/trace.png
+	@echo "decodelab: plots in demo-output/; 'decodelab serve' opens the web explorer at http://127.0.0.1:8000/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -51,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/tinygpt.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache demo-output
