@@ -5,7 +5,7 @@
   sum (the first block's input), each a (tokens x width) heatmap.
 - `attention_figure`: one layer's attention weights for a prompt, one (query x key) heatmap per head.
 
-Each returns a `matplotlib.figure.Figure` (no pyplot); `write_inspection` saves the prompt pictures as PNGs.
+Each returns a `matplotlib.figure.Figure` (no pyplot; a PlotFigure, so Jupyter shows it inline); `write_inspection` saves the prompt pictures as PNGs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from decodelab.errors import BadInput
+from decodelab.plots.figures import PlotFigure
 from decodelab.plots.fonts import setup_matplotlib
 from decodelab.tinygpt.model import TinyGPT
 from decodelab.tokens import readable_piece, visible
@@ -33,10 +34,8 @@ MAX_LABELLED_TOKENS = 64  # longer prompts get no per-token tick labels (they wo
 
 def loss_curve_figure(train_losses: list[tuple[int, float]], val_losses: list[tuple]) -> Figure:
     """Training loss (nats/byte) per step, smoothed, with validation loss points; rows are (step, loss, ...)."""
-    from matplotlib.figure import Figure
-
     setup_matplotlib()
-    figure = Figure(figsize=(7, 4), layout="constrained")
+    figure = PlotFigure(figsize=(7, 4), layout="constrained")
     axes = figure.add_subplot()
     if train_losses:
         steps, losses = zip(*train_losses)
@@ -55,8 +54,6 @@ def loss_curve_figure(train_losses: list[tuple[int, float]], val_losses: list[tu
 
 def embeddings_figure(lm: LM, prompt: str) -> Figure:
     """Token embedding, position embedding and their sum for each token of `prompt`: three (T, C) heatmaps."""
-    from matplotlib.figure import Figure
-
     model = _tiny_model(lm)
     ids = lm.prompt_ids(prompt)
     with torch.no_grad():
@@ -64,7 +61,7 @@ def embeddings_figure(lm: LM, prompt: str) -> Figure:
     panels = [("token embedding", tok_emb[0]), ("position embedding", pos_emb), ("sum: the first block's input", total[0])]
     setup_matplotlib()
     height = 2 + 0.18 * min(len(ids), MAX_LABELLED_TOKENS)
-    figure = Figure(figsize=(15, height), layout="constrained")
+    figure = PlotFigure(figsize=(15, height), layout="constrained")
     labels = _labels(lm, ids)
     for index, (title, matrix) in enumerate(panels):
         axes = figure.add_subplot(1, 3, index + 1)
@@ -81,8 +78,6 @@ def embeddings_figure(lm: LM, prompt: str) -> Figure:
 
 def attention_figure(lm: LM, prompt: str, layer: int) -> Figure:
     """Layer `layer`'s attention for `prompt`: per head, row t shows how position t weighs positions 0..t."""
-    from matplotlib.figure import Figure
-
     model = _tiny_model(lm)
     if not 0 <= layer < model.config.n_layer:
         raise BadInput(f"layer must be in [0, {model.config.n_layer}), got {layer}")
@@ -91,7 +86,7 @@ def attention_figure(lm: LM, prompt: str, layer: int) -> Figure:
     setup_matplotlib()
     heads = weights.shape[0]
     side = 3 + 0.12 * min(len(ids), MAX_LABELLED_TOKENS)
-    figure = Figure(figsize=(side * heads, side + 0.5), layout="constrained")
+    figure = PlotFigure(figsize=(side * heads, side + 0.5), layout="constrained")
     labels = _labels(lm, ids)
     for head in range(heads):
         axes = figure.add_subplot(1, heads, head + 1)
