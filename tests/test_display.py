@@ -40,6 +40,8 @@ def test_token_view_chips_with_ids_specials_marked_and_text_escaped(bundled):
     assert "&lt;|im_start|&gt;" in markup
     frame = view.to_pandas()
     assert frame["id"].tolist() == view.ids and frame["special"].sum() == sum(t.special for t in view)
+    korean = bundled.tokenize("안녕").to_pandas()
+    assert set(korean["text"]) <= {"안", "녕"} and "".join(dict.fromkeys(korean["text"])) == "안녕"
 
 
 def test_distribution_table_with_bars_and_an_escaped_prompt(bundled):

@@ -104,10 +104,11 @@ class TokenView(Sequence[Token]):
         return token_view_html(self)
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per token: id, piece, bytes (hex), start, end, special (needs pandas)."""
+        """One row per token: id, piece, bytes (hex), start, end, special, and `text`: the characters its span
+        covers (a Korean syllable split over several tokens shows on each of them). Needs pandas."""
         from decodelab.display import data_frame
 
-        return data_frame(token.to_dict() for token in self.tokens)
+        return data_frame({**token.to_dict(), "text": self.text[token.start : token.end]} for token in self.tokens)
 
 
 def tokenize(tokenizer: Tokenizer, text: str, add_special_tokens: bool = True) -> TokenView:
