@@ -186,6 +186,16 @@ def test_files_are_png_or_svg_and_korean_text_renders(bundled, tmp_path):
     assert figure._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"  # how Jupyter shows it without pyplot
 
 
+def test_dollar_signs_and_control_bytes_are_drawn_as_text(bundled, tmp_path):
+    """'$' would start matplotlib's mathtext (an error for '$\\frac$'); control bytes would draw as boxes."""
+    dist = bundled.next_token_distribution("pay $\\frac$ or $5\x11 now")
+    figure = plot_distribution(dist, top=3, path=tmp_path / "dollars.svg")
+    title = figure.axes[0].get_title()
+    assert "\\$" in title and "<0x11>" in title
+    figure.savefig(tmp_path / "dollars.png")  # would raise ValueError if '$\\frac$' were parsed as math
+    assert "pay $\\frac$ or $5&lt;0x11&gt; now" in (tmp_path / "dollars.svg").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     "name, message",
     [("bars.jpg", "plot file must end in .png or .svg, got '.*bars.jpg'"),

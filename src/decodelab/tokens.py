@@ -21,7 +21,11 @@ def _hex_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
 
 codecs.register_error("decodelab-hex", _hex_bytes)
 
-_VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+# Whitespace as symbols, other control characters (invisible, or a box in most fonts) as their byte value.
+_SYMBOLS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+_VISIBLE = str.maketrans(
+    {code: f"<0x{code:02X}>" for code in [*range(0x20), 0x7F]} | {ord(char): shown for char, shown in _SYMBOLS.items()}
+)
 
 
 def readable_piece(raw: bytes) -> str:
@@ -30,8 +34,9 @@ def readable_piece(raw: bytes) -> str:
 
 
 def visible(piece: str) -> str:
-    """A piece with its whitespace made visible, for tables: ' the' -> '␣the', '\\n' -> '↵'."""
-    return piece.translate(_VISIBLE_WHITESPACE)
+    """A piece with its whitespace and control characters made visible, for tables: ' the' -> '␣the',
+    '\\n' -> '↵', '\\x11' -> '<0x11>'."""
+    return piece.translate(_VISIBLE)
 
 
 @dataclass(frozen=True)

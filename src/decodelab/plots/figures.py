@@ -41,16 +41,22 @@ def new_figure(width: float, height: float) -> PlotFigure:
     return PlotFigure(figsize=(width, height), layout="constrained", facecolor="white")
 
 
+def literal(text: str) -> str:
+    """`text` as matplotlib draws it literally: a '$' would otherwise start mathtext ('$5 or $6' in italics,
+    '$\\frac$' an error)."""
+    return text.replace("$", r"\$")
+
+
 def token_label(piece: str) -> str:
     """A piece as a tick label: whitespace made visible ('␣the'), long pieces cut, never empty."""
     label = visible(piece) or "∅"
-    return label if len(label) <= LABEL_LENGTH else label[: LABEL_LENGTH - 1] + "…"
+    return literal(label if len(label) <= LABEL_LENGTH else label[: LABEL_LENGTH - 1] + "…")
 
 
 def prompt_caption(text: str, width: int = 48) -> str:
     """The end of a prompt, on one line, for a title: '…is the capital of'."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else "…" + flat[-(width - 1) :]
+    flat = "".join(char if char == " " else visible(char) for char in " ".join(text.split()))  # no control bytes
+    return literal(flat if len(flat) <= width else "…" + flat[-(width - 1) :])
 
 
 def draw_bars(axes: Axes, labels: Sequence[str], probs: Sequence[float], chosen: int | None,

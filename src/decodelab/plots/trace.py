@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from decodelab.engine import Generation
 from decodelab.errors import BadInput
-from decodelab.plots.figures import CHOSEN, check_path, new_figure, save, token_label
+from decodelab.plots.figures import CHOSEN, check_path, literal, new_figure, save, token_label
 from decodelab.records import Result
 
 MAX_LABELS = 48  # more steps than this and only every k-th tick is labelled
@@ -53,7 +53,7 @@ def plot_trace(trace: Result | Generation, row: int = 0, path: str | os.PathLike
     for axes in (top, bottom):
         axes.spines[["top", "right"]].set_visible(False)
         axes.grid(axis="y", alpha=0.3)
-    top.set_title(f"{len(steps)} tokens · stopped by {result.stop_reason} · "
+    top.set_title(f"{len(steps)} tokens · stopped by {literal(str(result.stop_reason))} · "
                   f"log P = {result.logprob:.2f}", fontsize=10)
     return save(figure, path)
 
