@@ -161,7 +161,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(corpus, tmp_path):
         (directory / "model.safetensors").write_bytes(b"half written")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(BadInput, match=f"cannot write the checkpoint directory {str(target)!r} \\(disk full\\)"):
         write_atomically(target, fail)
     assert (target / "model.safetensors").read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no partial directory left behind
@@ -233,3 +233,29 @@ def test_ctrl_c_on_the_command_line_saves_and_exits_130(corpus, tmp_path):
     assert last.startswith("decodelab: interrupted at step ") and "continue with --resume" in last
     step = int(last.split("step ")[1].split(":")[0])
     assert json.loads((out / "training.json").read_text())["step"] == step > 0
+
+
+@pytest.mark.parametrize("where", ["under a file", "a file"])
+def test_a_bad_out_fails_before_training_in_one_line(corpus, tmp_path, capsys, where):
+    (tmp_path / "x.txt").write_text("a file")
+    out = tmp_path / "x.txt" / "sub" if where == "under a file" else tmp_path / "x.txt"
+    steps = []
+    with pytest.raises(BadInput, match=str(out)):
+        train(out, corpus, SHAPE, QUICK, progress=False, on_step=lambda step, loss: steps.append(step))
+    assert steps == []  # no training was spent on it
+    assert main(["tiny", "train", "--corpus", str(corpus), "--out", str(out), "--steps", "2", "--layers", "1"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("decodelab: error:") and str(out) in error
+
+
+def test_inspect_into_a_file_is_one_line(tmp_path, capsys):
+    from decodelab.tinygpt import save_model
+
+    checkpoint = save_model(TinyGPT(SHAPE), tmp_path / "tiny")
+    (tmp_path / "x.txt").write_text("a file")
+    assert main(["tiny", "inspect", "--checkpoint", str(checkpoint), "ab", "--out", str(tmp_path / "x.txt")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{str(tmp_path / 'x.txt')!r} is a file: give a directory" in error
+    assert main(["tiny", "inspect", "--checkpoint", str(checkpoint), "ab", "--out", str(tmp_path / "x.txt" / "sub")]) == 1
+    assert f"cannot write the pictures into {str(tmp_path / 'x.txt' / 'sub')!r}" in capsys.readouterr().err
+

@@ -111,13 +111,19 @@ def write_inspection(lm: LM, prompt: str, out: str | os.PathLike) -> list[Path]:
     """Save the embeddings picture and one attention picture per layer for `prompt` into `out`; return the paths."""
     model = _tiny_model(lm)
     out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / EMBEDDINGS_FILE]
-    embeddings_figure(lm, prompt).savefig(written[0], dpi=100)
-    for layer in range(model.config.n_layer):
-        path = out / ATTENTION_FILE.format(layer=layer)
-        attention_figure(lm, prompt, layer).savefig(path, dpi=100)
-        written.append(path)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{str(out)!r} is a file: give a directory for the pictures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / EMBEDDINGS_FILE]
+        embeddings_figure(lm, prompt).savefig(written[0], dpi=100)
+        for layer in range(model.config.n_layer):
+            path = out / ATTENTION_FILE.format(layer=layer)
+            attention_figure(lm, prompt, layer).savefig(path, dpi=100)
+            written.append(path)
+    except OSError as error:
+        reason = error.strerror or str(error).strip().splitlines()[0]
+        raise BadInput(f"cannot write the pictures into {str(out)!r} ({reason}): choose another directory") from None
     return written
 
 

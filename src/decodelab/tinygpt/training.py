@@ -28,15 +28,13 @@ import torch.nn.functional as F
 
 from decodelab.errors import BadInput
 from decodelab.tinygpt.checkpoint import (
-    TRAINING_FILE, TRAINING_TENSORS_FILE, is_tinygpt_checkpoint, load_model, read_training, recover_interrupted_save,
-    write_atomically, write_model_files,
+    LOSS_CURVE_FILE, TRAINING_FILE, TRAINING_TENSORS_FILE, is_tinygpt_checkpoint, load_model, prepare_directory,
+    read_training, recover_interrupted_save, write_atomically, write_model_files,
 )
 from decodelab.tinygpt.config import TinyGPTConfig, TrainConfig
 from decodelab.tinygpt.corpus import DEFAULT_CORPUS, character_count, evaluation_windows, random_batch, read_corpus
 from decodelab.tinygpt.model import TinyGPT
 from decodelab.tinygpt.progress import ProgressBar
-
-LOSS_CURVE_FILE = "loss.png"
 
 
 @dataclass
@@ -100,18 +98,20 @@ def train(
 
     `options` are TrainConfig fields applied on top of `config` (or, with `resume`, of the checkpoint's own
     training options). `resume` continues the checkpoint in `out` up to `steps`, with its corpus unless another
-    is given. `overwrite` starts afresh in `out` even if it holds a checkpoint (replaced at the first save).
+    is given. `overwrite` starts afresh in `out` even if it holds a checkpoint (replaced at the first save). Other files
+    in `out` are never touched.
     `progress`: True draws the bar on stderr, False nothing, or give a stream. `on_step(step, loss)` is
     called after every step. Ctrl-C finishes the current step, saves, and returns with `interrupted=True`.
     """
     out = Path(out).expanduser()
-    recover_interrupted_save(out)
+    recover_interrupted_save(out)  # finish a save a crash interrupted, delete a killed one's leftovers
     with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
         if resume:
             run = _Run.resumed(out, corpus, model_config, config, options)
         else:
             run = _Run.fresh(out, corpus, model_config or TinyGPTConfig(), (config or TrainConfig()).with_(**options),
                              overwrite)
+        prepare_directory(out)  # a bad --out fails now, not at the first save
         stream = sys.stderr if progress is True else progress or None
         return run.loop(stream, on_step)
 
@@ -137,7 +137,9 @@ class _Run:
             if not overwrite:
                 raise BadInput(f"{str(out)!r} already holds a tiny-GPT checkpoint: pass --resume to continue it, "
                                "--overwrite to start again, or choose another --out")
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        elif out.exists() and not out.is_dir():
+            raise BadInput(f"{str(out)!r} is a file: give a directory for --out")
+        elif out.is_dir() and any(out.iterdir()):
             raise BadInput(f"{str(out)!r} exists and is not empty: choose a new --out directory")
         torch.manual_seed(config.seed)
         run = cls(out, TinyGPT(model_config), config, str(corpus) if corpus is not None else None, {})
