@@ -259,3 +259,21 @@ def test_inspect_into_a_file_is_one_line(tmp_path, capsys):
     assert main(["tiny", "inspect", "--checkpoint", str(checkpoint), "ab", "--out", str(tmp_path / "x.txt" / "sub")]) == 1
     assert f"cannot write the pictures into {str(tmp_path / 'x.txt' / 'sub')!r}" in capsys.readouterr().err
 
+
+def test_resume_raising_steps_is_a_warm_restart_unless_lr_decay_steps_keeps_the_schedule(corpus, tmp_path, capsys):
+    from decodelab.tinygpt.training import learning_rate_at
+
+    for name in ("stretched", "kept"):
+        train(tmp_path / name, corpus, SHAPE, QUICK, steps=6, progress=False)  # the cosine ends at step 6
+    assert main(["tiny", "train", "--out", str(tmp_path / "stretched"), "--resume", "--steps", "12"]) == 0
+    note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert note == [f"note: the learning-rate cosine now ends at step 12, not 6, so step 7 runs at "
+                    f"{learning_rate_at(7, QUICK):.3g} instead of {QUICK.min_learning_rate:.3g} (a warm restart): "
+                    "pass --lr-decay-steps 6 to keep the old schedule"]
+    assert main(["tiny", "train", "--out", str(tmp_path / "kept"), "--resume", "--steps", "12", "--lr-decay-steps", "6"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    for name, last_rate in (("stretched", learning_rate_at(12, QUICK)), ("kept", QUICK.min_learning_rate)):
+        state = json.loads((tmp_path / name / "training.json").read_text())
+        assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(last_rate)  # the rate of step 12
+    assert state["config"]["lr_decay_steps"] == 6
+

@@ -10,8 +10,8 @@ import argparse
 from decodelab.cli.options import add_json_option, positive_int, read_text
 
 SHAPE_OPTIONS = {"layers": "n_layer", "heads": "n_head", "dim": "n_embd", "block_size": "block_size"}
-TRAINING_OPTIONS = {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed",
-                    "eval_interval": "eval_interval"}
+TRAINING_OPTIONS = {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
+                    "lr_decay_steps": "lr_decay_steps", "seed": "seed", "eval_interval": "eval_interval"}
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -39,6 +39,9 @@ def _add_train(tiny: argparse._SubParsersAction) -> None:
     group.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                        help=f"windows per step ({training.batch_size})")
     group.add_argument("--lr", type=float, default=None, metavar="LR", help=f"peak learning rate ({training.learning_rate})")
+    group.add_argument("--lr-decay-steps", type=positive_int, default=None, metavar="N",
+                       help="step where the cosine learning-rate decay ends (--steps); without it, a resume that "
+                            "raises --steps stretches the cosine, so the learning rate rises again (a warm restart)")
     group.add_argument("--seed", type=int, default=None, help=f"weights, batch order and dropout ({training.seed})")
     group.add_argument("--eval-interval", type=positive_int, default=None, metavar="N",
                        help=f"validate and save every N steps ({training.eval_interval})")

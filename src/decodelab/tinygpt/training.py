@@ -98,7 +98,9 @@ def train(
 
     `options` are TrainConfig fields applied on top of `config` (or, with `resume`, of the checkpoint's own
     training options). `resume` continues the checkpoint in `out` up to `steps`, with its corpus unless another
-    is given. `overwrite` starts afresh in `out` even if it holds a checkpoint (replaced at the first save). Other files
+    is given; the learning rate follows the cosine that ends at `lr_decay_steps` (None: at `steps`), so raising
+    `steps` alone on resume restarts the decay from higher up (a warm restart, noted on the progress stream).
+    `overwrite` starts afresh in `out` even if it holds a checkpoint (replaced at the first save). Other files
     in `out` are never touched.
     `progress`: True draws the bar on stderr, False nothing, or give a stream. `on_step(step, loss)` is
     called after every step. Ctrl-C finishes the current step, saves, and returns with `interrupted=True`.
@@ -129,6 +131,7 @@ class _Run:
         self.train_losses = [tuple(row) for row in state.get("train_losses", [])]
         self.val_losses = [tuple(row) for row in state.get("val_losses", [])]
         self.seconds_before = state.get("seconds", 0.0)  # training time of earlier runs
+        self.notes: list[str] = []  # said on the progress stream before the first step
 
     @classmethod
     def fresh(cls, out: Path, corpus: str | os.PathLike | None, model_config: TinyGPTConfig, config: TrainConfig,
@@ -156,10 +159,12 @@ class _Run:
             raise BadInput(f"the checkpoint in {str(out)!r} is {_describe(model.config)}; a resumed run keeps its "
                            "shape: leave out --layers/--heads/--dim/--block-size")
         state, tensors = read_training(out)
-        config = (config or TrainConfig(**state["config"])).with_(**options)
+        saved_config = TrainConfig(**state["config"])
+        config = (config or saved_config).with_(**options)
         if config.steps <= state["step"]:
             raise BadInput(f"the checkpoint is already at step {state['step']}: pass --steps above it to train on")
         run = cls(out, model, config, str(corpus) if corpus is not None else state["corpus"], state)
+        run.notes += _schedule_change(saved_config, config, state["step"])
         _load_optimizer_state(run.optimizer, state["optimizer"], tensors)
         run.generator.set_state(tensors["rng.batches"])
         torch.set_rng_state(tensors["rng.torch"])
@@ -172,6 +177,8 @@ class _Run:
         started, first_step, interrupted = time.perf_counter(), self.step, False
         stepping = 0.0  # seconds spent in training steps (not validating or saving): the tok/s measure
         with _interrupt_requests() as stop:
+            for note in self.notes:
+                bar.note(note)
             bar.note(f"training {_describe(model.config)} ({model.parameter_count():,} parameters) on "
                      f"{self.corpus.name} ({len(self.train_data):,} train / {len(self.val_data):,} validation bytes) "
                      f"from step {self.step} to {config.steps}")
@@ -263,6 +270,19 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, tensors
             moments.setdefault(int(index), {})[name] = value
     groups = [{**group, "betas": tuple(group["betas"])} for group in saved["param_groups"]]
     optimizer.load_state_dict({"state": moments, "param_groups": groups})
+
+
+def _schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> list[str]:
+    """A note when a resumed run's learning rate does not continue the saved schedule (at the next step)."""
+    old, new = learning_rate_at(step + 1, before), learning_rate_at(step + 1, after)
+    if math.isclose(old, new, rel_tol=1e-9):
+        return []
+    old_end, new_end = before.lr_decay_steps or before.steps, after.lr_decay_steps or after.steps
+    if old_end == new_end:
+        return [f"note: step {step + 1} runs at learning rate {new:.3g}, not {old:.3g}: the learning-rate options changed"]
+    restart = " (a warm restart)" if new > old else ""
+    return [f"note: the learning-rate cosine now ends at step {new_end}, not {old_end}, so step {step + 1} runs at "
+            f"{new:.3g} instead of {old:.3g}{restart}: pass --lr-decay-steps {old_end} to keep the old schedule"]
 
 
 def _describe(config: TinyGPTConfig) -> str:
