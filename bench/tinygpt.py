@@ -33,6 +33,12 @@ TARGET_SECONDS = 300
 PROMPTS = ("The ", "def ")
 
 
+def uniform_nats_per_char(val_bytes: torch.Tensor) -> float:
+    """Validation loss of a uniform guess over the 256 bytes: ln 256 nats per byte, so per character that times
+    the bytes each character takes (more than 1 wherever the text is not ASCII)."""
+    return math.log(256) * len(val_bytes) / character_count(val_bytes)
+
+
 def unigram_nats_per_char(train_bytes: torch.Tensor, val_bytes: torch.Tensor) -> float:
     """Validation loss of predicting each byte from the training bytes' frequencies alone (no context)."""
     counts = Counter(train_bytes.tolist())
@@ -64,8 +70,8 @@ def main() -> None:
     print(f"throughput           {result.tokens_per_second:,.0f} tokens/s over {result.step} steps")
     print(f"validation loss      {per_char:.3f} nats/char  ({per_byte:.3f} nats/byte, {per_char / math.log(2):.3f} "
           f"bits/char) on all {len(val_bytes):,} held-out bytes")
-    print(f"  baselines          uniform over bytes {math.log(256):.3f}, byte frequencies "
-          f"{unigram_nats_per_char(train_bytes, val_bytes):.3f} nats/char")
+    print(f"  baselines          uniform over bytes {uniform_nats_per_char(val_bytes):.3f} (ln 256 = "
+          f"{math.log(256):.3f} nats/byte), byte frequencies {unigram_nats_per_char(train_bytes, val_bytes):.3f} nats/char")
     print(f"checkpoint           {out}")
     for prompt in PROMPTS:
         sample = lm.generate(prompt, temperature=0.8, seed=0, max_new_tokens=lm.context_length)

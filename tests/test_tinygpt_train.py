@@ -19,7 +19,7 @@ from decodelab.cli import main
 from decodelab.errors import BadInput
 from decodelab.tinygpt import TinyGPT, TinyGPTConfig, TrainConfig, load_model, read_corpus, train
 from decodelab.tinygpt.checkpoint import recover_interrupted_save, write_atomically
-from decodelab.tinygpt.corpus import DEFAULT_CORPUS, character_count, default_corpus_text
+from decodelab.tinygpt.corpus import DEFAULT_CORPUS, Corpus, character_count, default_corpus_text
 from decodelab.tinygpt.progress import ProgressBar
 from decodelab.tinygpt.training import evaluate
 
@@ -125,8 +125,12 @@ def test_bad_corpus_is_one_clear_error(tmp_path, content, message):
 def test_a_corpus_too_short_for_the_block_says_how_long_it_must_be(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("A short text.\n" * 10)
-    with pytest.raises(BadInput, match="too few for blocks of 32 .* give at least 331 bytes or a smaller --block-size"):
+    with pytest.raises(BadInput, match="too few for blocks of 32 .* give at least 321 bytes or a smaller --block-size"):
         train(tmp_path / "out", path, SHAPE, QUICK, progress=False)
+    for block_size, needed in ((32, 321), (128, 1281)):  # the least that works: one byte less does not
+        assert [len(part) for part in Corpus("c", "x" * needed).split(block_size)] == [needed - block_size - 1, block_size + 1]
+        with pytest.raises(BadInput, match=f"has {needed - 1} bytes, too few .* give at least {needed} bytes"):
+            Corpus("c", "x" * (needed - 1)).split(block_size)
 
 
 def test_the_default_corpus_is_pydoc_text():
@@ -277,3 +281,30 @@ def test_resume_raising_steps_is_a_warm_restart_unless_lr_decay_steps_keeps_the_
         assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(last_rate)  # the rate of step 12
     assert state["config"]["lr_decay_steps"] == 6
 
+
+def test_a_relative_corpus_resumes_from_another_directory(corpus, tmp_path, monkeypatch, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "c.txt").write_text(corpus.read_text())
+    monkeypatch.chdir(tmp_path / "data")
+    train(tmp_path / "run", "c.txt", SHAPE, QUICK, steps=2, progress=False)
+    state = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert state["corpus"] == str(tmp_path / "data" / "c.txt")
+    monkeypatch.chdir(tmp_path)
+    assert train(tmp_path / "run", resume=True, steps=3, progress=False).step == 3
+    (tmp_path / "data" / "c.txt").rename(tmp_path / "moved.txt")
+    assert main(["tiny", "train", "--out", str(tmp_path / "run"), "--resume", "--steps", "4"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "c.txt" in error and "from its training.json" in error and "built-in" not in error
+    assert main(["tiny", "train", "--out", str(tmp_path / "run"), "--resume", "--steps", "4", "--corpus", "moved.txt"]) == 0
+
+
+def test_bench_uniform_baseline_is_ln_256_per_byte_so_more_per_character(monkeypatch):
+    import importlib.util
+    import math
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the bench sets it if unset; leave the environment as it was
+    spec = importlib.util.spec_from_file_location("bench_tinygpt", Path(__file__).parent.parent / "bench" / "tinygpt.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.uniform_nats_per_char(torch.tensor(list(b"abcd"))) == pytest.approx(math.log(256))
+    assert bench.uniform_nats_per_char(torch.tensor(list("한국".encode()))) == pytest.approx(3 * math.log(256))

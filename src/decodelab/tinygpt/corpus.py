@@ -7,7 +7,9 @@ trains offline. Any UTF-8 text file works; a missing, empty or binary file is on
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 
 import torch
@@ -20,7 +22,7 @@ VALIDATION_FRACTION = 0.1  # the last tenth of the bytes is held out for validat
 
 @dataclass(frozen=True)
 class Corpus:
-    name: str  # the file path, or DEFAULT_CORPUS
+    name: str  # the file's absolute path (so a resume from another directory finds it), or DEFAULT_CORPUS
     text: str
 
     @property
@@ -31,10 +33,10 @@ class Corpus:
     def split(self, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Train and validation ids, (N_train,) and (N_val,); each must hold at least one block plus a target."""
         data = self.data
-        cut = int(len(data) * (1 - VALIDATION_FRACTION))
+        cut = _train_length(len(data))
         train, validation = data[:cut], data[cut:]
         if len(validation) < block_size + 1:
-            needed = int((block_size + 1) / VALIDATION_FRACTION) + 1
+            needed = next(n for n in count(block_size + 1) if n - _train_length(n) >= block_size + 1)  # the fewest
             raise BadInput(
                 f"corpus {self.name} has {len(data)} bytes, too few for blocks of {block_size} "
                 f"(its validation tenth needs {block_size + 1}): give at least {needed} bytes or a smaller --block-size"
@@ -42,11 +44,16 @@ class Corpus:
         return train, validation
 
 
+def _train_length(total: int) -> int:
+    """How many of `total` bytes are for training; the rest (at least a tenth) are held out."""
+    return int(total * (1 - VALIDATION_FRACTION))
+
+
 def read_corpus(path: str | Path | None = None) -> Corpus:
     """The text of `path` (a UTF-8 file), or the built-in pydoc corpus when `path` is None."""
     if path is None:
         return Corpus(DEFAULT_CORPUS, default_corpus_text())
-    path = Path(path).expanduser()
+    path = Path(os.path.abspath(Path(path).expanduser()))
     if not path.exists():
         raise BadInput(f"corpus file {str(path)!r} does not exist: pass a UTF-8 text file, or no --corpus for the built-in one")
     if not path.is_file():

@@ -163,6 +163,9 @@ class _Run:
         config = (config or saved_config).with_(**options)
         if config.steps <= state["step"]:
             raise BadInput(f"the checkpoint is already at step {state['step']}: pass --steps above it to train on")
+        if corpus is None and state["corpus"] != DEFAULT_CORPUS and not Path(state["corpus"]).is_file():
+            raise BadInput(f"the corpus this checkpoint was trained on, {state['corpus']!r} (from its {TRAINING_FILE}), "
+                           "is not there any more: pass --corpus FILE to resume on it where it is now")
         run = cls(out, model, config, str(corpus) if corpus is not None else state["corpus"], state)
         run.notes += _schedule_change(saved_config, config, state["step"])
         _load_optimizer_state(run.optimizer, state["optimizer"], tensors)
