@@ -101,6 +101,17 @@ def test_trace_stream_sends_every_step_then_the_result(http, bundled):
     ("/api/sessions", {"prompt": ""}, 400, "prompt is empty"),
     ("/api/sessions/nope/step", {}, 404, "no session"),
     ("/v1/nothing", {}, 404, "no such endpoint"),
+    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": [999999]}, 400, "outside the vocabulary"),
+    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": 123}, 400, "prompt: expected str or"),
+    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "stream": True,
+                         "logit_bias": {"999999": 1}}, 400, "999999"),
+    ("/v1/chat/completions", {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "should be 'text'"),
+    ("/v1/completions", [1, 2], 400, "must be a JSON object"),
+    ("/api/sessions", {"prompt": [999999]}, 400, "outside the vocabulary"),
+    ("/api/next", {"prompt": "x", "config": {"logit_bias": {"a": 1}}}, 400, "logit_bias must map token ids"),
+    ("/api/next", {"prompt": "x", "config": {"stop": 5}}, 400, "stop must be a list"),
+    ("/api/trace", {"prompt": "x", "config": {"logit_bias": {"999999": 1}}}, 400, "999999"),
 ])
 def test_bad_requests_get_one_clear_openai_style_error(http, path, body, status, says):
     if isinstance(body, bytes):
@@ -166,6 +177,49 @@ def test_sixteen_streams_with_a_queue_of_eight_complete_or_get_429(bundled):
     assert rss_bytes() - baseline < 64 * 2**20
 
 
+def test_a_body_without_a_json_content_type_is_one_clear_error(http):
+    reply = http.post("/v1/completions", content=b'{"model": "SmolLM2-135M-Instruct", "prompt": "x"}')
+    assert reply.status_code == 400 and "Content-Type: application/json" in reply.json()["error"]["message"]
+
+
+def test_completion_text_offsets_index_the_text_even_inside_korean_characters(http, bundled):
+    body = {"model": bundled.name, "prompt": "한국의 수도는", "max_tokens": 12, "temperature": 0, "logprobs": 1}
+    choice = http.post("/v1/completions", json=body).json()["choices"][0]
+    offsets, text = choice["logprobs"]["text_offset"], choice["text"]
+    assert offsets == sorted(offsets) and offsets[-1] <= len(text)
+    assert any("<0x" in token for token in choice["logprobs"]["tokens"])  # the case that went wrong
+    chosen = zip(choice["logprobs"]["tokens"], choice["logprobs"]["token_logprobs"], choice["logprobs"]["top_logprobs"])
+    assert all(top[token] == logprob for token, logprob, top in chosen)  # the chosen token is always listed
+    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
+        streamed = [c for name, data in sse_events(reply.iter_lines()) if data != "[DONE]" for c in data["choices"]]
+    assert [o for c in streamed if c["logprobs"] for o in c["logprobs"]["text_offset"]] == offsets
+
+
+def test_completions_default_to_16_tokens(http, bundled):
+    body = {"model": bundled.name, "prompt": "Once upon a time", "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
+    assert http.post("/v1/completions", json=body).json()["usage"]["completion_tokens"] == 16
+
+
+def wait_until_idle(stats, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while (stats.cancelled == 0 or stats.active) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_client_that_leaves_a_non_streaming_request_cancels_it(bundled):
+    body = {"model": bundled.name, "prompt": "Count: 1, 2, 3,", "max_tokens": 4000,
+            "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
+    with live_server(bundled) as running:
+        stats = running.state.runner.stats
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(running.url + "/v1/completions", json=body, timeout=1.5)
+        wait_until_idle(stats)
+        assert stats.cancelled == 1 and stats.active == 0
+        tokens = stats.tokens
+        time.sleep(0.5)
+        assert stats.tokens == tokens < 400
+
+
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(bundled):
     body = {"model": bundled.name, "prompt": "Count: 1, 2, 3,", "max_tokens": 4000, "stream": True,
             "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
@@ -176,9 +230,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(bundled):
                 lines = reply.iter_lines()
                 received = [line for line, _ in zip(lines, range(6))]
         assert len(received) == 6
-        deadline = time.monotonic() + 15
-        while (stats.cancelled == 0 or stats.active) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until_idle(stats)
         assert stats.cancelled == 1 and stats.active == 0 and stats.completed == 0
         tokens = stats.tokens
         time.sleep(0.5)
@@ -196,6 +248,8 @@ def test_api_key_is_required_when_set(bundled):
         assert httpx.get(running.url + "/").status_code == 200  # the page itself asks for the key
         allowed = openai.OpenAI(base_url=running.url + "/v1", api_key="sesame", max_retries=0)
         assert allowed.completions.create(model=bundled.name, prompt="Hi", max_tokens=2).choices
+        lowercase = httpx.get(running.url + "/v1/models", headers={"authorization": "bearer sesame"})
+        assert lowercase.status_code == 200  # the scheme is case-insensitive (RFC 7235)
 
 
 @pytest.mark.slow
@@ -222,6 +276,12 @@ def test_decodelab_serve_command_answers_on_loopback(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_serve_with_a_bad_port_is_one_line():
+    run = subprocess.run([sys.executable, "-m", "decodelab", "serve", "--port", "70000"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "65535" in run.stderr
 
 
 def test_serve_with_a_missing_model_is_one_line(tmp_path):

@@ -40,7 +40,7 @@ def build_messages(prompt: str | list[Message], system: str | None = None) -> li
 def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> str:
     """The prompt text the model sees for `messages`, ending with the assistant's turn opener."""
     if not tokenizer.chat_template:
-        raise DecodelabError("this model has no chat template: drop --chat and give plain text")
+        raise DecodelabError("this model has no chat template: give it plain text (no --chat; /v1/completions on the server)")
     from jinja2 import TemplateError
 
     template = _compile(tokenizer.chat_template)

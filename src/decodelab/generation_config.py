@@ -45,8 +45,12 @@ class GenerationConfig:
             raise BadInput(f"max_time must be a number of seconds > 0, got {self.max_time!r}")
         if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
             raise BadInput(f"seed must be a whole number in [0, 2**63), got {self.seed!r}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise BadInput(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
+        if not isinstance(self.stop, (tuple, list)) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise BadInput(f"stop must be a list of non-empty strings, got {self.stop!r}")
+        if not isinstance(self.logit_bias, dict) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and _is_real(v) for k, v in self.logit_bias.items()
+        ):
+            raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{50256: -100}}, got {self.logit_bias!r}")
         self.chain()  # validates every stage's parameters and the order
 
     def with_(self, **changes) -> GenerationConfig:

@@ -85,6 +85,9 @@ class LM:
         """Token ids for a prompt (text, chat messages, or ids), checked to be non-empty and fit the context."""
         if isinstance(prompt, list) and all(isinstance(item, int) for item in prompt) and prompt:
             ids = list(prompt)
+            vocab = self.backend.vocab_size
+            if outside := [i for i in ids if not 0 <= i < vocab]:
+                raise BadInput(f"token id {outside[0]} is outside the vocabulary [0, {vocab}): give ids the model has")
         elif chat or (isinstance(prompt, list) and prompt):
             ids = self.chat_tokens(prompt, system).ids
         else:

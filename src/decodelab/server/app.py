@@ -7,16 +7,15 @@ import secrets
 from dataclasses import dataclass
 from importlib import resources
 
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from decodelab.server.errors import error_body, install_error_handlers
+from decodelab.server.errors import APIError, install_error_handlers
 from decodelab.server.runner import Runner
 from decodelab.server.sessions import SessionStore
 
 STATIC = resources.files("decodelab.server") / "static"
-PROTECTED = ("/v1/", "/api/")
 
 
 @dataclass
@@ -42,21 +41,10 @@ def create_app(lm, *, api_key: str | None = None, max_queue: int = 8, max_sessio
     app.state.decodelab = state
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def require_api_key(request: Request, call_next):
-        if state.api_key is not None and request.url.path.startswith(PROTECTED):
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):
-                what = "no API key was sent" if not given else "the API key is wrong"
-                return JSONResponse(
-                    error_body(f"{what}: send the header 'Authorization: Bearer <key>' with the key given to "
-                               "decodelab serve --api-key", code="invalid_api_key"),
-                    status_code=401,
-                )
-        return await call_next(request)
-
-    app.include_router(openai_api.router)
-    app.include_router(explorer_api.router)
+    # A dependency, not an HTTP middleware: Starlette's BaseHTTPMiddleware hides client disconnects from
+    # the routes, and a non-streaming request whose client left must still be cancelled.
+    app.include_router(openai_api.router, dependencies=[Depends(require_api_key)])
+    app.include_router(explorer_api.router, dependencies=[Depends(require_api_key)])
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -64,3 +52,15 @@ def create_app(lm, *, api_key: str | None = None, max_queue: int = 8, max_sessio
         return FileResponse(str(STATIC / "index.html"), media_type="text/html; charset=utf-8")
 
     return app
+
+
+async def require_api_key(request: Request) -> None:
+    """401 unless the request carries `Authorization: Bearer <key>` (when the server has a key)."""
+    key = request.app.state.decodelab.api_key
+    if key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
+        what = "no API key was sent" if not given else "the API key is wrong"
+        raise APIError(401, f"{what}: send the header 'Authorization: Bearer <key>' with the key given to "
+                            "decodelab serve --api-key", type="authentication_error", code="invalid_api_key")

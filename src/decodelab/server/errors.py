@@ -27,10 +27,31 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def validation_message(error: dict) -> tuple[str, str | None]:
-    """One line from a pydantic error: 'top_p: must be <= 1, got 1.5'."""
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the member of a union it tried in the error location ('str', 'list[int]')."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "dict"} or "[" in part)
+
+
+def _param(error: dict) -> str | None:
+    return ".".join(str(part) for part in error.get("loc", ()) if part != "body" and not _is_union_tag(part)) or None
+
+
+def validation_message(errors: list[dict]) -> tuple[str, str | None]:
+    """One line from pydantic's errors: 'top_p: input should be less than or equal to 1, got 1.5'."""
+    error = errors[0]
+    param = _param(error)
+    same_field = [e for e in errors if param and (_param(e) or "").startswith(param)]
+    if len(same_field) > 1:  # a union: every member failed
+        deepest = max(errors, key=lambda e: len(e.get("loc", ())))
+        if len(deepest.get("loc", ())) > len(error.get("loc", ())):
+            return validation_message([deepest])
+        kinds = " or ".join(str(e["loc"][-1]) for e in same_field if _is_union_tag(e["loc"][-1]))
+        return f"{param}: expected {kinds}, got {json.dumps(error.get('input'), default=str)[:80]}", param
+    if param is None and error.get("type") in ("model_attributes_type", "dict_type"):
+        got = error.get("input")
+        if isinstance(got, (bytes, str)):
+            return "the request body must be a JSON object sent with 'Content-Type: application/json'", None
+        return f"the request body must be a JSON object, got {type(got).__name__}", None
     if error.get("type") == "json_invalid":
         return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): send a JSON object", None
     if error.get("type") == "extra_forbidden":
@@ -50,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(error.errors()[0])
+        message, param = validation_message(list(error.errors()))
         return JSONResponse(error_body(message, param=param), status_code=400)
 
     @app.exception_handler(BadInput)

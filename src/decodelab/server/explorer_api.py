@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.server.errors import APIError
+from decodelab.server.errors import APIError, error_body
 from decodelab.server.sessions import LiveSession
 from decodelab.server.sse import EventStream, event, finite
 from decodelab.session import Session
@@ -118,10 +118,18 @@ def make_generation_config(values: dict[str, Any] | None, base: GenerationConfig
     from decodelab.model import make_config
 
     values = dict(values or {})
-    if "logit_bias" in values and isinstance(values["logit_bias"], dict):
-        values["logit_bias"] = {int(k): float(v) for k, v in values["logit_bias"].items()}
+    bias = values.get("logit_bias")
+    if bias is not None:
+        try:
+            values["logit_bias"] = {int(token): float(value) for token, value in dict(bias).items()}
+        except (TypeError, ValueError):
+            raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {bias!r}") from None
+    if isinstance(values.get("stop"), str):
+        values["stop"] = (values["stop"],)
     for name in ("ban", "stop", "stop_token_ids", "samplers"):
-        if isinstance(values.get(name), list):
+        if values.get(name) is not None:
+            if not isinstance(values[name], list | tuple):
+                raise BadInput(f"{name} must be a list, got {values[name]!r}")
             values[name] = tuple(values[name])
     return make_config(base, values)
 
@@ -330,18 +338,28 @@ async def trace(body: TraceRequest, request: Request) -> EventStream:
     """Every Step record of a generation as it happens (`event: step`), then `event: result` per row."""
     app = _app(request)
     lm = app.lm
-    generation = await app.runner.call(
-        lambda: lm.generation(body.prompt_input(), chat=body.is_chat(), system=body.system, n=body.n,
-                              config=make_generation_config(body.config))
-    )
     release = app.runner.reserve()  # 429 now, before the stream starts
 
+    def start():
+        generation = lm.generation(body.prompt_input(), chat=body.is_chat(), system=body.system, n=body.n,
+                                   config=make_generation_config(body.config))
+        return generation, app.runner.primed(iter(generation))
+
+    try:
+        generation, steps = await app.runner.call(start)  # a bad request is a 4xx, before the stream starts
+    except BaseException:
+        release()
+        raise
+
     async def frames():
-        async with contextlib.aclosing(app.runner.iterate(iter(generation))) as stream:
-            async for item in stream:
-                yield event(item.to_dict(), "step")
-        for result in generation.results:
-            yield event(result.to_dict(), "result")
+        try:
+            async with contextlib.aclosing(app.runner.iterate(steps)) as stream:
+                async for item in stream:
+                    yield event(item.to_dict(), "step")
+            for result in generation.results:
+                yield event(result.to_dict(), "result")
+        except Exception as error:  # the 200 is sent: report in-band
+            yield event(error_body(f"generation failed: {type(error).__name__}: {error}", "server_error"), "error")
 
     return EventStream(frames(), on_close=release)
 

@@ -8,6 +8,7 @@ not part of the text or the logprobs.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import math
 import secrets
@@ -23,6 +24,7 @@ from decodelab.server.sse import EventStream, event, finite
 
 router = APIRouter(prefix="/v1")
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (OpenAI's is the whole context)
+DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (less when the context is shorter)
 DISCONNECT_CHECK_EVERY = 8  # steps between checks that a non-streaming client is still there
 
 
@@ -58,13 +60,13 @@ def _finish_reason(reason: StopReason) -> str:
     return "stop" if reason.kind in ("stop_token", "stop_string") else "length"
 
 
-def _max_tokens(lm, requested: int | None, prompt_length: int, default: int | None) -> int:
+def _max_tokens(lm, requested: int | None, prompt_length: int, default: int) -> int:
     room = lm.context_length - prompt_length
     if room <= 0:
         raise APIError(400, f"the prompt is {prompt_length} tokens and {lm.name} reads at most {lm.context_length}: "
-                            "shorten it", param="messages")
+                            "shorten it")
     if requested is None:
-        return min(room, default or room)
+        return min(room, default)
     if requested > room:
         raise APIError(400, f"max_tokens is {requested} but the prompt has {prompt_length} tokens and {lm.name} "
                             f"reads at most {lm.context_length}: ask for at most {room}", param="max_tokens")
@@ -95,16 +97,37 @@ def _text_steps(steps: list[Step], reason: StopReason) -> list[Step]:
     return steps[:-1] if reason.kind == "stop_token" and steps else steps
 
 
-def completion_logprobs(steps: list[Step], top: int) -> dict:
-    tokens, offsets, offset = [], [], 0
+def _alternative_logprob(step: Step, alternative) -> float:
+    """An alternative's log-probability; the chosen token's is exactly the step's own."""
+    return step.logprob if alternative.id == step.token_id else _log(alternative.prob)
+
+
+class TextOffsets:
+    """Where each token starts in a choice's text, in characters: what was decoded before it. (A token that
+    only holds part of a character starts where that character will.)"""
+
+    def __init__(self):
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._length = 0
+
+    def add(self, raw: bytes) -> int:
+        start = self._length
+        self._length += len(self._decoder.decode(raw))
+        return start
+
+
+def completion_logprobs(steps: list[Step], top: int, offsets: list[int]) -> dict:
+    """The legacy shape: parallel lists; `top_logprobs` holds up to top + 1 entries, the chosen token always."""
+    tops = []
     for step in steps:
-        tokens.append(step.piece)
-        offsets.append(offset)
-        offset += len(step.piece)
+        entries = {alt.piece: _alternative_logprob(step, alt) for alt in step.raw_top[:top]}
+        if top:
+            entries.setdefault(step.piece, step.logprob)
+        tops.append(entries)
     return {
-        "tokens": tokens,
+        "tokens": [step.piece for step in steps],
         "token_logprobs": [step.logprob for step in steps],
-        "top_logprobs": [{alt.piece: _log(alt.prob) for alt in step.raw_top[:top]} for step in steps],
+        "top_logprobs": tops,
         "text_offset": offsets,
     }
 
@@ -115,7 +138,7 @@ def chat_logprobs(lm, steps: list[Step], top: int) -> dict:
         {
             "token": step.piece, "logprob": step.logprob, "bytes": list(token_bytes(step.token_id)),
             "top_logprobs": [
-                {"token": alt.piece, "logprob": _log(alt.prob), "bytes": list(token_bytes(alt.id))}
+                {"token": alt.piece, "logprob": _alternative_logprob(step, alt), "bytes": list(token_bytes(alt.id))}
                 for alt in step.raw_top[:top]
             ],
         }
@@ -143,7 +166,7 @@ async def completions(body: CompletionRequest, request: Request):
         raise APIError(400, "best_of is not supported: use n to get several completions", param="best_of")
     prompt = _single_prompt(body.prompt)
     top = body.logprobs or 0
-    return await _run(request, app, body, prompt, chat=False, requested=body.max_tokens, default=None,
+    return await _run(request, app, body, prompt, chat=False, requested=body.max_tokens, default=DEFAULT_COMPLETION_MAX_TOKENS,
                       top=top, want_logprobs=body.logprobs is not None, kind="text_completion")
 
 
@@ -179,24 +202,25 @@ async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bo
     def start():
         prompt_ids = lm.prompt_ids(prompt, chat=chat)
         config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
-        return lm.generation(prompt_ids, config=config, n=body.n)
+        generation = lm.generation(prompt_ids, config=config, n=body.n)
+        return generation, runner.primed(iter(generation))
 
     release = runner.reserve()  # 429 before any work
     try:
-        generation = await runner.call(start)
+        generation, steps = await runner.call(start)  # errors here are 4xx, even for a stream
     except BaseException:
         release()
         raise
     reply = Reply(lm, generation, kind, top if want_logprobs else None)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return EventStream(reply.stream(runner, usage), on_close=release)
+        return EventStream(reply.stream(runner, steps, usage), on_close=release)
     try:
-        steps = 0
-        async with contextlib.aclosing(runner.iterate(iter(generation))) as stream:
+        count = 0
+        async with contextlib.aclosing(runner.iterate(steps)) as stream:
             async for _ in stream:
-                steps += 1
-                if steps % DISCONNECT_CHECK_EVERY == 0 and await request.is_disconnected():
+                count += 1
+                if count % DISCONNECT_CHECK_EVERY == 0 and await request.is_disconnected():
                     return None  # nobody to answer; iterate() counts the run as cancelled
         return finite(reply.complete())
     finally:
@@ -211,6 +235,7 @@ class Reply:
         self.chat = kind == "chat.completion"
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_urlsafe(18)
         self.created = int(time.time())
+        self._offsets = [TextOffsets() for _ in range(generation.n)]  # per choice, for streamed text_offset
 
     def _envelope(self, choices: list[dict], chunk: bool = False) -> dict:
         from decodelab import __version__
@@ -219,16 +244,19 @@ class Reply:
                 "created": self.created, "model": self.lm.name, "system_fingerprint": f"decodelab-{__version__}",
                 "choices": choices}
 
-    def _logprobs(self, steps: list[Step]) -> dict | None:
+    def _logprobs(self, steps: list[Step], offsets: TextOffsets) -> dict | None:
         if self.top is None:
             return None
-        return chat_logprobs(self.lm, steps, self.top) if self.chat else completion_logprobs(steps, self.top)
+        if self.chat:
+            return chat_logprobs(self.lm, steps, self.top)
+        token_bytes = self.lm.tokenizer.token_bytes
+        return completion_logprobs(steps, self.top, [offsets.add(token_bytes(step.token_id)) for step in steps])
 
     def complete(self) -> dict:
         results = self.generation.results
         choices = []
         for row, result in enumerate(results):
-            logprobs = self._logprobs(_text_steps(result.steps, result.stop_reason))
+            logprobs = self._logprobs(_text_steps(result.steps, result.stop_reason), TextOffsets())
             choice = {"index": row, "finish_reason": _finish_reason(result.stop_reason), "logprobs": logprobs}
             if self.chat:
                 choice["message"] = {"role": "assistant", "content": result.text, "refusal": None}
@@ -239,7 +267,8 @@ class Reply:
 
     def _chunk(self, row: int, text: str | None, steps: list[Step], finish: str | None = None,
                role: bool = False) -> str:
-        choice: dict = {"index": row, "logprobs": self._logprobs(steps) if steps else None, "finish_reason": finish}
+        logprobs = self._logprobs(steps, self._offsets[row]) if steps else None
+        choice: dict = {"index": row, "logprobs": logprobs, "finish_reason": finish}
         if self.chat:
             choice["delta"] = ({"role": "assistant", "content": ""} if role else
                                {} if text is None else {"content": text})
@@ -247,14 +276,14 @@ class Reply:
             choice["text"] = text or ""
         return event(self._envelope([choice], chunk=True))
 
-    async def stream(self, runner, include_usage: bool):
+    async def stream(self, runner, steps, include_usage: bool):
         generation = self.generation
         shown = [0] * generation.n
         try:
             if self.chat:
                 for row in range(generation.n):
                     yield self._chunk(row, None, [], role=True)
-            async with contextlib.aclosing(runner.iterate(iter(generation))) as stream:
+            async with contextlib.aclosing(runner.iterate(steps)) as stream:
                 async for step in stream:
                     row = step.row
                     if step.token_id in generation.stop_ids:

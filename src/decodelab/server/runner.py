@@ -98,7 +98,26 @@ class Runner:
                 self.stats.cancelled += 1
             close = getattr(steps, "close", None)
             if close is not None:  # queued behind the step in flight; not awaited (we may be cancelled)
-                self._executor.submit(close)
+                with contextlib.suppress(RuntimeError):  # the server is shutting down: nothing left to free
+                    self._executor.submit(close)
+
+    @staticmethod
+    def primed(steps: Iterator[T]) -> Iterator[T]:
+        """`steps` with its first item computed now (call it on the model thread): a generation's errors —
+        a bad bias id, a prompt the template rejects — then surface before a stream has answered 200."""
+        first = next(steps, _DONE)
+
+        def rest() -> Iterator[T]:
+            try:
+                if first is not _DONE:
+                    yield first
+                    yield from steps
+            finally:
+                close = getattr(steps, "close", None)
+                if close is not None:
+                    close()
+
+        return rest()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

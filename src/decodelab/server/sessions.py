@@ -32,8 +32,8 @@ class SessionStore:
     def get(self, session_id: str) -> LiveSession:
         live = self._sessions.get(session_id)
         if live is None:
-            raise APIError(404, f"no session {session_id!r} (it ended or was evicted after {self.limit} newer "
-                                "ones): start a new one with POST /api/sessions", code="session_not_found")
+            raise APIError(404, f"no session {session_id!r}: it ended, or was dropped because the server keeps only "
+                                f"the {self.limit} most recent sessions; start a new one", code="session_not_found")
         self._sessions.move_to_end(session_id)
         return live
 
