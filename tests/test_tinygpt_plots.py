@@ -54,6 +54,12 @@ def test_inspection_writes_one_embeddings_png_and_one_attention_png_per_layer(lm
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in paths)
 
 
+def test_dollar_signs_in_a_prompt_are_drawn_as_text(lm, tmp_path):
+    """'$' would start matplotlib's mathtext: '$\\frac$' raised while drawing."""
+    paths = write_inspection(lm, "$\\frac$", tmp_path / "pictures")
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in paths)
+
+
 def test_loss_curve_draws_the_recorded_losses():
     train_losses = [(step, 5.0 - step / 10) for step in range(1, 21)]
     val_losses = [(10, 4.2, 4.3), (20, 3.3, 3.4)]

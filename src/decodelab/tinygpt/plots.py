@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from decodelab.errors import BadInput
-from decodelab.plots.figures import PlotFigure
+from decodelab.plots.figures import PlotFigure, literal
 from decodelab.plots.fonts import setup_matplotlib
 from decodelab.tinygpt.model import TinyGPT
 from decodelab.tokens import readable_piece, visible
@@ -72,7 +72,7 @@ def embeddings_figure(lm: LM, prompt: str) -> Figure:
         axes.set_xlabel("embedding dimension")
         _label_rows(axes, labels, "position: token" if index == 0 else "")
         figure.colorbar(image, ax=axes, shrink=0.8)
-    figure.suptitle(f"embeddings of {visible(prompt[:60])!r}")
+    figure.suptitle(f"embeddings of {literal(repr(visible(prompt[:60])))}")
     return figure
 
 
@@ -96,7 +96,7 @@ def attention_figure(lm: LM, prompt: str, layer: int) -> Figure:
         if len(ids) <= MAX_LABELLED_TOKENS:
             axes.set_xticks(range(len(ids)), labels, rotation=90, fontsize=7)
         axes.set_xlabel("key (attended to)")
-    figure.suptitle(f"layer {layer} attention for {visible(prompt[:60])!r}")
+    figure.suptitle(f"layer {layer} attention for {literal(repr(visible(prompt[:60])))}")
     return figure
 
 
@@ -134,7 +134,7 @@ def _tiny_model(lm: LM) -> TinyGPT:
 
 
 def _labels(lm: LM, ids: list[int]) -> list[str]:
-    return [visible(readable_piece(lm.tokenizer.token_bytes(token_id))) for token_id in ids]
+    return [literal(visible(readable_piece(lm.tokenizer.token_bytes(token_id)))) for token_id in ids]
 
 
 def _label_rows(axes, labels: list[str], title: str) -> None:
