@@ -67,3 +67,12 @@ def server(bundled):
 
     with live_server(bundled, max_queue=8) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are dispatch-bound: one torch thread is as fast, and does not fight other work for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

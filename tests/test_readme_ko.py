@@ -1,20 +1,13 @@
 """Every example in the Korean quickstart runs: Python blocks in order in one namespace, and each `$ decodelab`
 line, as tests/test_readme.py checks README.md."""
 
-import os
-import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from readme_examples import console_commands, run_console_command, run_python_blocks
+
 README_KO = (Path(__file__).parent.parent / "README.ko.md").read_text(encoding="utf-8")
-
-
-def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README_KO, flags=re.DOTALL)
 
 
 def test_links_to_the_english_readme_and_the_notebooks():
@@ -25,11 +18,7 @@ def test_links_to_the_english_readme_and_the_notebooks():
 
 @pytest.mark.slow
 def test_python_examples_run(capsys):
-    blocks = code_blocks("python")
-    assert len(blocks) >= 6
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, "README.ko.md", "exec"), namespace)
+    assert run_python_blocks(README_KO, "README.ko.md") >= 6
     output = capsys.readouterr().out
     assert "['Transform', 'ers', ' are', ' the']" in output
     assert "안" in output  # the token table names the syllable each byte token belongs to
@@ -37,14 +26,6 @@ def test_python_examples_run(capsys):
     assert "['<0xED>', '<0x95>', '<0x9C>']" in output
 
 
-COMMANDS = [line[2:] for block in code_blocks("console") for line in block.splitlines() if line.startswith("$ ")]
-
-
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", console_commands(README_KO))
 def test_console_examples_run(command):
-    argv = shlex.split(command)
-    assert argv[0] == "decodelab"
-    result = subprocess.run([sys.executable, "-m", "decodelab", *argv[1:]], capture_output=True, text=True,
-                            encoding="utf-8", timeout=300, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    run_console_command(command)

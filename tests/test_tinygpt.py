@@ -13,13 +13,7 @@ from decodelab.tinygpt import TinyGPT, TinyGPTBackend, TinyGPTConfig, byte_token
 CONFIG = TinyGPTConfig(block_size=48, n_layer=2, n_head=2, n_embd=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are dispatch-bound: one torch thread is as fast, and does not fight other work for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ SHAPE = TinyGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
 QUICK = TrainConfig(steps=2, batch_size=4, eval_interval=2, eval_windows=4, warmup_steps=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

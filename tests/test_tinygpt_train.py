@@ -27,13 +27,7 @@ SHAPE = TinyGPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
 QUICK = TrainConfig(steps=12, batch_size=8, eval_interval=6, eval_windows=8, warmup_steps=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are dispatch-bound: one torch thread is as fast, and does not fight other work for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")
