@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from decodelab.server import create_app
+from decodelab.server.protocol import uvicorn_config
 
 
 class LiveServer:
@@ -20,7 +21,7 @@ class LiveServer:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn_config(self.app, "127.0.0.1", self.port, self.state.limits, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -55,22 +55,22 @@ def test_next_sends_the_raw_logits_and_the_chain_distribution(http, bundled):
 
 def test_session_step_append_undo_generate(http, server, bundled):
     state = http.post("/api/sessions", json={"prompt": "안녕하세요", "config": {"seed": 1}}).json()
-    sid = state["id"]
-    greedy = http.post(f"/api/sessions/{sid}/step", json={"greedy": True}).json()
+    sid, owner = state["id"], {"X-Session-Secret": state["secret"]}
+    greedy = http.post(f"/api/sessions/{sid}/step", json={"greedy": True}, headers=owner).json()
     assert greedy["step"]["id"] == bundled.generate("안녕하세요", greedy=True, max_new_tokens=1).token_ids[0]
-    forced = http.post(f"/api/sessions/{sid}/append", json={"token_id": 42}).json()
+    forced = http.post(f"/api/sessions/{sid}/append", json={"token_id": 42}, headers=owner).json()
     assert forced["step"]["forced"] and forced["state"]["steps"][-1]["id"] == 42
-    undone = http.post(f"/api/sessions/{sid}/undo", json={"count": 1}).json()
+    undone = http.post(f"/api/sessions/{sid}/undo", json={"count": 1}, headers=owner).json()
     assert [s["id"] for s in undone["removed"]] == [42] and len(undone["state"]["steps"]) == 1
     ran = http.post(f"/api/sessions/{sid}/generate",
-                    json={"count": 6, "config": {"temperature": 0.7, "top_p": 0.9}}).json()
+                    json={"count": 6, "config": {"temperature": 0.7, "top_p": 0.9}}, headers=owner).json()
     assert len(ran["steps"]) <= 6 and len(ran["state"]["steps"]) == 1 + len(ran["steps"])
     if len(ran["steps"]) < 6:
         assert ran["state"]["stop_reason"] is not None
     # The page's sampled steps are reproducible: the session's saved trace replays to the same tokens.
     from decodelab.session import Session
 
-    session = server.state.sessions.get(sid).session
+    session = server.state.sessions.get(sid, state["secret"]).session
     assert Session.replay(bundled, session.save()).token_ids == session.token_ids
 
 
@@ -109,7 +109,7 @@ def test_trace_stream_sends_every_step_then_the_result(http, bundled):
         {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "should be 'text'"),
     ("/v1/completions", [1, 2], 400, "must be a JSON object"),
     ("/api/sessions", {"prompt": [999999]}, 400, "outside the vocabulary"),
-    ("/api/next", {"prompt": "x", "config": {"logit_bias": {"a": 1}}}, 400, "logit_bias must map token ids"),
+    ("/api/next", {"prompt": "x", "config": {"logit_bias": {"a": 1}}}, 400, "logit_bias keys must be token ids"),
     ("/api/next", {"prompt": "x", "config": {"stop": 5}}, 400, "stop must be a list"),
     ("/api/trace", {"prompt": "x", "config": {"logit_bias": {"999999": 1}}}, 400, "999999"),
 ])

@@ -150,7 +150,7 @@ def test_the_server_serves_a_tiny_gpt(lm):
 
     from decodelab.server import create_app
 
-    with TestClient(create_app(lm)) as api:
+    with TestClient(create_app(lm), base_url="http://localhost") as api:
         reply = api.post("/v1/completions", json={"model": lm.name, "prompt": "The ", "max_tokens": 5,
                                                   "temperature": 0, "logprobs": 2})
     assert reply.status_code == 200, reply.text

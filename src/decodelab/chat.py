@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
 
-from decodelab.errors import BadInput, DecodelabError
+from decodelab.errors import BadInput, DecodelabError, Unsupported
 from decodelab.tokenizer import Tokenizer
 
 # Tokens that close an assistant turn in common chat templates. HyperCLOVAX-SEED ends a turn with
@@ -28,7 +28,9 @@ def build_messages(prompt: str | list[Message], system: str | None = None) -> li
         prompt = [{"role": "user", "content": prompt}]
     for message in prompt:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise BadInput(f"a chat message needs 'role' and 'content', got {message!r}")
+            raise BadInput(f"a chat message needs 'role' and 'content', got {str(message)[:80]}")
+        if not isinstance(message["role"], str) or not isinstance(message["content"], str):
+            raise BadInput(f"a chat message's role and content must be text, got {str(message)[:80]}")
     messages = [dict(message) for message in prompt]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
@@ -40,7 +42,7 @@ def build_messages(prompt: str | list[Message], system: str | None = None) -> li
 def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> str:
     """The prompt text the model sees for `messages`, ending with the assistant's turn opener."""
     if not tokenizer.chat_template:
-        raise DecodelabError("this model has no chat template: give it plain text (no --chat; /v1/completions on the server)")
+        raise Unsupported("this model has no chat template: give it plain text (no --chat; /v1/completions on the server)")
     from jinja2 import TemplateError
 
     template = _compile(tokenizer.chat_template)

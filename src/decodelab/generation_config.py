@@ -11,6 +11,8 @@ from decodelab.samplers import (
     SamplerChain, Temperature, TopK, TopP, TypicalP,
 )
 
+MAX_TOP_N = 100  # alternatives a step may record: each costs memory in every Step of a trace
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -32,13 +34,13 @@ class GenerationConfig:
     max_time: float | None = None  # seconds; stop after the step that crosses it
     seed: int | None = None  # None = a fresh random seed, recorded in the result
     samplers: tuple[str, ...] | None = None  # stage order; None = DEFAULT_ORDER
-    top_n: int = 5  # alternatives recorded per step
+    top_n: int = 5  # alternatives recorded per step, at most MAX_TOP_N
     trace: bool = True  # record per-step alternatives and per-stage reports (tokens are the same either way)
 
     def __post_init__(self):
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
-        _check_int("top_n", self.top_n, minimum=0)
+        _check_int("top_n", self.top_n, minimum=0, maximum=MAX_TOP_N)
         if not _is_real(self.temperature) or self.temperature < 0:
             raise BadInput(f"temperature must be >= 0 (0 means greedy), got {self.temperature!r}")
         if self.max_time is not None and not (_is_real(self.max_time) and self.max_time > 0):
@@ -112,14 +114,25 @@ class GenerationConfig:
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         if "logit_bias" in values:
-            values["logit_bias"] = {int(k): float(v) for k, v in values["logit_bias"].items()}
+            values["logit_bias"] = {parse_token_id(k): float(v) for k, v in values["logit_bias"].items()}
         return cls(**values)
+
+
+def parse_token_id(key: object) -> int:
+    """A token id as a JSON object key sends it ("50256" -> 50256): ASCII digits only, as OpenAI takes them."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 10:
+        return int(key)
+    raise BadInput(f"logit_bias keys must be token ids written in digits, e.g. \"50256\", got {str(key)[:40]!r}")
 
 
 def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise BadInput(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise BadInput(f"{name} must be at most {maximum}, got {value!r}")

@@ -61,7 +61,8 @@ class LogitBias:
     def __post_init__(self):
         _require(bool(self.bias), "logit_bias needs at least one token id -> bias entry")
         for token, value in self.bias.items():
-            _require(isinstance(token, int) and token >= 0, f"logit_bias keys must be token ids >= 0, got {token!r}")
+            _require(isinstance(token, int) and 0 <= token < 2**31,
+                     f"logit_bias keys must be token ids (whole numbers from 0), got {token!r}")
             _require(
                 isinstance(value, (int, float)) and not math.isnan(value) and value != math.inf,
                 f"logit_bias values must be numbers or -inf, got {value!r} for token {token}",

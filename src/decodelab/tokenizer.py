@@ -13,7 +13,7 @@ from typing import Any
 
 import tokenizers
 
-from decodelab.errors import DecodelabError
+from decodelab.errors import BadInput, DecodelabError
 
 
 @lru_cache(maxsize=1)
@@ -108,7 +108,7 @@ class Tokenizer:
     def _compute_token_bytes(self, token_id: int) -> bytes:
         token = self.backend.id_to_token(token_id)
         if token is None:
-            raise DecodelabError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+            raise BadInput(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
         if token_id in self._added_ids:
             return token.encode()  # added tokens are stored as plain text
         if self._byte_level:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import fields
 
-from decodelab.cli.options import add_model_option, load_model, positive_int
+from decodelab.cli.options import add_model_option, load_model
+
+API_KEY_VARIABLE = "DECODELAB_API_KEY"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    from decodelab.server.limits import ServerLimits
+
     parser = commands.add_parser(
         "serve", help="serve a model: OpenAI-compatible API, trace stream, and the web explorer at /"
     )
@@ -16,10 +22,34 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
-    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 and /api requests")
-    parser.add_argument("--max-queue", type=positive_int, default=8,
-                        help="generations admitted at once, running or waiting; more get 429 (default 8)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"require 'Authorization: Bearer KEY' on /v1 and /api requests (or set {API_KEY_VARIABLE}, "
+                             "which other users cannot read from the process list)")
+    parser.add_argument("--allowed-hosts", default="", metavar="NAMES",
+                        help="comma-separated Host names to answer to besides localhost and --host "
+                             "(e.g. a machine name the class uses; '*' for any)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let pages from ORIGIN call the API from a browser (repeatable; off by default)")
+    limits = parser.add_argument_group("limits (memory and time a request may take; GET /api/info lists them)")
+    for limit in fields(ServerLimits):
+        kind = type(limit.default)
+        limits.add_argument("--" + limit.name.replace("_", "-"), type=positive(kind), default=limit.default,
+                            metavar="N" if kind is int else "S",
+                            help=f"{limit.metadata['help']} (default {limit.default})")
     parser.set_defaults(run=run)
+
+
+def positive(kind: type) -> argparse._ActionType:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number > 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def port_number(text: str) -> int:
@@ -34,8 +64,19 @@ def port_number(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from decodelab.server import serve
+    from decodelab.server.limits import ServerLimits, describe_tokens, kv_bytes_per_token
 
+    limits = {limit.name: getattr(args, limit.name) for limit in fields(ServerLimits)}
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
     lm = load_model(args)
-    print(f"decodelab: serving {lm.name} at http://{args.host}:{args.port}/ (OpenAI API under /v1)", file=sys.stderr)
-    serve(lm, host=args.host, port=args.port, api_key=args.api_key, max_queue=args.max_queue)
+    per_token = kv_bytes_per_token(lm.backend)
+    print(f"decodelab: serving {lm.name} at http://{args.host}:{args.port}/ (OpenAI API under /v1); KV budget "
+          f"{describe_tokens(limits['max_batch_tokens'], per_token)} for requests, "
+          f"{describe_tokens(limits['max_session_tokens'], per_token)} for sessions", file=sys.stderr)
+    if args.host in ("0.0.0.0", "::") and not args.allowed_hosts:
+        print("decodelab: other machines must reach this server by a name given to --allowed-hosts (its Host "
+              "header is checked against DNS rebinding); add --api-key too", file=sys.stderr)
+    serve(lm, host=args.host, port=args.port, api_key=api_key,
+          extra_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
+          cors_origins=args.cors_origin, **limits)
     return 0

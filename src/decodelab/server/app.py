@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from decodelab.server.errors import APIError, install_error_handlers
+from decodelab.server.errors import install_error_handlers
+from decodelab.server.guard import HostGuard, RequestGuard, allowed_hosts
+from decodelab.server.limits import ServerLimits
 from decodelab.server.runner import Runner
-from decodelab.server.sessions import SessionStore
+from decodelab.server.sessions import SECRET_HEADER, SessionStore
 
 STATIC = resources.files("decodelab.server") / "static"
 
@@ -23,14 +26,21 @@ class ServerState:
     lm: object  # decodelab.LM
     runner: Runner
     sessions: SessionStore
+    limits: ServerLimits
     api_key: str | None = None
 
 
-def create_app(lm, *, api_key: str | None = None, max_queue: int = 8, max_sessions: int = 32) -> FastAPI:
-    """The server for one loaded model. `max_queue` bounds generations admitted at once (the rest get 429)."""
-    from decodelab.server import explorer_api, openai_api
+def create_app(lm, *, api_key: str | None = None, host: str = "127.0.0.1", extra_hosts: Iterable[str] = (),
+               cors_origins: Iterable[str] = (), **limits) -> FastAPI:
+    """The server for one loaded model. `limits` are `ServerLimits` fields (max_queue=8, max_body_bytes, ...);
+    `host` and `extra_hosts` are the Host names it answers to besides localhost."""
+    from decodelab.server import explorer_api, openai_api, session_api
 
-    state = ServerState(lm, Runner(max_queue), SessionStore(max_sessions), api_key)
+    bounds = ServerLimits(**limits)
+    state = ServerState(
+        lm, Runner(bounds.max_queue, bounds.max_batch_tokens),
+        SessionStore(bounds.max_sessions, bounds.max_session_tokens, bounds.session_ttl), bounds, api_key,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -40,27 +50,20 @@ def create_app(lm, *, api_key: str | None = None, max_queue: int = 8, max_sessio
     app = FastAPI(title="decodelab", version="0.1.0", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.decodelab = state
     install_error_handlers(app)
-
-    # A dependency, not an HTTP middleware: Starlette's BaseHTTPMiddleware hides client disconnects from
-    # the routes, and a non-streaming request whose client left must still be cancelled.
-    app.include_router(openai_api.router, dependencies=[Depends(require_api_key)])
-    app.include_router(explorer_api.router, dependencies=[Depends(require_api_key)])
+    app.include_router(openai_api.router)
+    app.include_router(explorer_api.router)
+    app.include_router(session_api.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html; charset=utf-8")
 
+    # Outermost last: the Host check, then CORS (only when asked for), then the key and the body.
+    app.add_middleware(RequestGuard, limits=bounds, api_key=api_key)
+    origins = list(cors_origins)
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", SECRET_HEADER])
+    app.add_middleware(HostGuard, hosts=allowed_hosts(host, extra_hosts))
     return app
-
-
-async def require_api_key(request: Request) -> None:
-    """401 unless the request carries `Authorization: Bearer <key>` (when the server has a key)."""
-    key = request.app.state.decodelab.api_key
-    if key is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
-        what = "no API key was sent" if not given else "the API key is wrong"
-        raise APIError(401, f"{what}: send the header 'Authorization: Bearer <key>' with the key given to "
-                            "decodelab serve --api-key", type="authentication_error", code="invalid_api_key")

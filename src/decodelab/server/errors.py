@@ -1,25 +1,35 @@
-"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, one clear message each."""
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, one clear message each.
+
+A request's own mistakes (`BadInput`, `Unsupported`, validation) are 4xx that say what to change. Anything
+else is the server's fault: a 500 with a generic message, and the traceback goes to the log, not the client.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from decodelab.errors import BadInput, DecodelabError, ModelNotFound
+from decodelab.errors import BadInput, ModelNotFound, Unsupported
+
+log = logging.getLogger("decodelab.server")
+INTERNAL_ERROR = "internal error: the server failed on this request (details are in its log); please report it"
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.type, self.param, self.code), status_code=self.status)
+        return JSONResponse(error_body(self.message, self.type, self.param, self.code), status_code=self.status,
+                            headers=self.headers)
 
 
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
@@ -75,16 +85,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(message, param=param), status_code=400)
 
     @app.exception_handler(BadInput)
-    async def bad_input(request: Request, error: BadInput) -> JSONResponse:
+    @app.exception_handler(Unsupported)
+    async def bad_input(request: Request, error: BadInput | Unsupported) -> JSONResponse:
         return JSONResponse(error_body(str(error)), status_code=400)
 
     @app.exception_handler(ModelNotFound)
     async def no_model(request: Request, error: ModelNotFound) -> JSONResponse:
         return JSONResponse(error_body(str(error), code="model_not_found"), status_code=404)
-
-    @app.exception_handler(DecodelabError)
-    async def decodelab_error(request: Request, error: DecodelabError) -> JSONResponse:
-        return JSONResponse(error_body(str(error)), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -96,6 +103,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(
-            error_body(f"internal error: {type(error).__name__}: {error}", "server_error"), status_code=500
-        )
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
+        return JSONResponse(error_body(INTERNAL_ERROR, "server_error"), status_code=500)
+
+
+def in_band_error(error: Exception) -> dict:
+    """The error frame of a stream whose 200 is already sent: a user mistake says what it was; anything
+    else is logged and reported generically, as a 500 would be."""
+    if isinstance(error, BadInput | Unsupported | APIError):
+        return error_body(str(error), "invalid_request_error")
+    log.error("internal error in a stream", exc_info=error)
+    return error_body(INTERNAL_ERROR, "server_error")

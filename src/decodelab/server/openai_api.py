@@ -16,9 +16,10 @@ import time
 
 from fastapi import APIRouter, Request
 
-from decodelab.generation_config import GenerationConfig
+from decodelab.generation_config import GenerationConfig, parse_token_id
 from decodelab.records import Result, Step, StopReason
-from decodelab.server.errors import APIError, error_body
+from decodelab.server.errors import APIError, in_band_error
+from decodelab.server.limits import kv_cost
 from decodelab.server.openai_schemas import ChatRequest, CompletionRequest, SamplingRequest
 from decodelab.server.sse import EventStream, event, finite
 
@@ -80,7 +81,7 @@ def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int
         top_p=body.top_p, top_k=body.top_k, min_p=body.min_p, typical_p=body.typical_p,
         repetition_penalty=body.repetition_penalty,
         presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias={int(token): bias for token, bias in (body.logit_bias or {}).items()},
+        logit_bias={parse_token_id(token): bias for token, bias in (body.logit_bias or {}).items()},
         stop=tuple(body.stop or ()), seed=seed,
         top_n=top_logprobs, trace=top_logprobs > 0,
     )
@@ -199,22 +200,23 @@ async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bo
     lm, runner = app.lm, app.runner
     seed = body.seed if body.seed is not None else secrets.randbits(31)
 
-    def start():
-        prompt_ids = lm.prompt_ids(prompt, chat=chat)
-        config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
+    def start(prompt_ids: list[int], config: GenerationConfig):
         generation = lm.generation(prompt_ids, config=config, n=body.n)
         return generation, runner.primed(iter(generation))
 
-    release = runner.reserve()  # 429 before any work
-    try:
-        generation, steps = await runner.call(start)  # errors here are 4xx, even for a stream
+    ticket = runner.reserve()  # 429 before any work
+    try:  # errors here are 4xx, even for a stream
+        prompt_ids = await runner.call(lambda: lm.prompt_ids(prompt, chat=chat))
+        config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
+        ticket.claim(*kv_cost(body.n, len(prompt_ids), config.max_new_tokens, lm.context_length))
+        generation, steps = await runner.call(start, prompt_ids, config)
     except BaseException:
-        release()
+        ticket.release()
         raise
     reply = Reply(lm, generation, kind, top if want_logprobs else None)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return EventStream(reply.stream(runner, steps, usage), on_close=release)
+        return EventStream(reply.stream(runner, steps, usage, on_done=ticket.release), on_close=ticket.release)
     try:
         count = 0
         async with contextlib.aclosing(runner.iterate(steps)) as stream:
@@ -224,7 +226,7 @@ async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bo
                     return None  # nobody to answer; iterate() counts the run as cancelled
         return finite(reply.complete())
     finally:
-        release()
+        ticket.release()
 
 
 class Reply:
@@ -276,7 +278,8 @@ class Reply:
             choice["text"] = text or ""
         return event(self._envelope([choice], chunk=True))
 
-    async def stream(self, runner, steps, include_usage: bool):
+    async def stream(self, runner, steps, include_usage: bool, on_done):
+        """The chunks; `on_done()` runs when the generation is over, before the last chunks are sent."""
         generation = self.generation
         shown = [0] * generation.n
         try:
@@ -292,6 +295,7 @@ class Reply:
                     delta, shown[row] = safe[shown[row]:], max(shown[row], len(safe))
                     if delta or self.top is not None:
                         yield self._chunk(row, delta, [step])
+            on_done()
             for row, result in enumerate(generation.results):
                 rest = result.text[shown[row]:]
                 yield self._chunk(row, rest if (rest or not self.chat) else None, [],
@@ -301,4 +305,4 @@ class Reply:
                              "usage": _usage(len(generation.prompt_ids), generation.results)})
             yield event("[DONE]")
         except Exception as error:  # headers are sent: report in-band, as OpenAI does
-            yield event(error_body(f"generation failed: {type(error).__name__}: {error}", "server_error"))
+            yield event(in_band_error(error))

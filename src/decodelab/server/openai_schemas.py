@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from decodelab.generation_config import parse_token_id
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
@@ -46,8 +48,7 @@ class SamplingRequest(BaseModel):
     @classmethod
     def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for token, bias in (value or {}).items():
-            if not token.isdigit():
-                raise ValueError(f"keys must be token ids, got {token!r}")
+            parse_token_id(token)
             if not -100 <= bias <= 100:
                 raise ValueError(f"biases must be in [-100, 100], got {bias} for token {token}")
         return value

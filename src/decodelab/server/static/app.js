@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 
 const page = {
   state: null, // the session state from the server
+  secret: null, // that session's secret: the server answers only to the client that started it
   dist: null, // the prepared next-token distribution of that state (see prepareDistribution)
   promptText: "", // the decoded prompt, taken when the session starts
   lastGenerate: null, // {asked, got} of the last Generate N, for the stop line
@@ -29,9 +30,11 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, body, method) {
+async function api(path, body, method, secret = page.secret) {
   const headers = {};
   if (apiKey()) headers["Authorization"] = `Bearer ${apiKey()}`;
+  // A session answers only to the client that started it: its secret came back when it was created.
+  if (secret && path.startsWith("/api/sessions/")) headers["X-Session-Secret"] = secret;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -310,8 +313,19 @@ async function start() {
   const prompt = $("prompt").value;
   const body = { prompt, chat: $("chat").checked, config: samplerConfig() };
   if (body.chat && $("system").value.trim()) body.system = $("system").value;
-  const state = await api("/api/sessions", body);
-  if (page.state) api(`/api/sessions/${page.state.id}`, undefined, "DELETE").catch(() => {});
+  const old = page.state ? { id: page.state.id, secret: page.secret } : null;
+  let state;
+  try {
+    state = await api("/api/sessions", body);
+  } catch (error) {
+    if (error.status !== 429 || !old) throw error;
+    // The server holds as many sessions as it may: give back this page's own, then try once more.
+    await api(`/api/sessions/${old.id}`, undefined, "DELETE", old.secret).catch(() => {});
+    old.id = null;
+    state = await api("/api/sessions", body);
+  }
+  if (old && old.id) api(`/api/sessions/${old.id}`, undefined, "DELETE", old.secret).catch(() => {});
+  page.secret = state.secret;
   page.state = state;
   page.promptText = state.full_text;
   page.lastGenerate = null;

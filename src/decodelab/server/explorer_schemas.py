@@ -1,0 +1,122 @@
+"""Request bodies of the explorer routes (`/api/...`), and the GenerationConfig a JSON `config` names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from decodelab.errors import BadInput
+from decodelab.generation_config import GenerationConfig, parse_token_id
+from decodelab.model import make_config
+
+TOP_FOR_PAGE = 50  # labelled candidates per distribution; sampler stages never reorder the raw ranking
+MAX_GENERATE_STEPS = 512
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(Strict):
+    role: str
+    content: str
+
+
+class PromptRequest(Strict):
+    prompt: str | list[int] | None = None  # plain text (or ids) ...
+    messages: list[Message] | None = None  # ... or chat messages
+    chat: bool = False  # render `prompt` through the chat template
+    system: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # GenerationConfig fields
+
+    def prompt_input(self) -> Any:
+        if self.messages is not None:
+            if not self.messages:
+                raise BadInput("messages is empty: send at least one {'role', 'content'} message")
+            return [message.model_dump() for message in self.messages]
+        if self.prompt is None or self.prompt == "" or self.prompt == []:
+            raise BadInput("prompt is empty: type some text for the model to continue")
+        return self.prompt
+
+    def is_chat(self) -> bool:
+        return self.chat or self.messages is not None
+
+
+class NextRequest(PromptRequest):
+    top: int = Field(TOP_FOR_PAGE, ge=1, le=1000)
+
+
+class TraceRequest(PromptRequest):
+    n: int = Field(1, ge=1, le=16)
+
+
+class StepRequest(Strict):
+    greedy: bool = False
+    config: dict[str, Any] | None = None  # replaces the session's config from this step on
+
+
+class AppendRequest(Strict):
+    token_id: int | None = None
+    text: str | None = None  # a text that is exactly one token
+
+
+class UndoRequest(Strict):
+    count: int = Field(1, ge=1)
+
+
+class GenerateRequest(StepRequest):
+    count: int = Field(16, ge=1, le=MAX_GENERATE_STEPS)
+
+
+class ScoreRequest(Strict):
+    text: str
+    prompt: str | None = None
+
+
+class PlainPrompt(Strict):
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    chat: bool = False
+    max_new_tokens: int = Field(32, ge=1, le=MAX_GENERATE_STEPS)
+
+    def prompt_input(self) -> Any:
+        if self.messages is not None:
+            return [message.model_dump() for message in self.messages]
+        if not self.prompt:
+            raise BadInput("prompt is empty: type some text for the model to continue")
+        return self.prompt
+
+    def is_chat(self) -> bool:
+        return self.chat or self.messages is not None
+
+
+class BeamRequest(PlainPrompt):
+    num_beams: int = Field(4, ge=2)  # at most the server's max_beams
+    length_penalty: float = 1.0
+
+
+class CompareRequest(PlainPrompt):
+    strategies: str = "greedy; beam:4; temperature:0.8,top_p:0.9"  # at most max_strategies, beams <= max_beams
+    seed: int = Field(0, ge=0, lt=2**63)
+
+
+def make_generation_config(values: dict[str, Any] | None, base: GenerationConfig | None = None) -> GenerationConfig:
+    """A GenerationConfig from JSON fields; unknown names and bad values are one BadInput each."""
+    values = dict(values or {})
+    bias = values.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict):
+            raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(bias)[:80]}")
+        try:
+            values["logit_bias"] = {parse_token_id(token): float(value) for token, value in bias.items()}
+        except (TypeError, ValueError):
+            raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(bias)[:80]}") from None
+    if isinstance(values.get("stop"), str):
+        values["stop"] = (values["stop"],)
+    for name in ("ban", "stop", "stop_token_ids", "samplers"):
+        if values.get(name) is not None:
+            if not isinstance(values[name], list | tuple):
+                raise BadInput(f"{name} must be a list, got {str(values[name])[:80]}")
+            values[name] = tuple(values[name])
+    return make_config(base, values)

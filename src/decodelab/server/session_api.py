@@ -1,0 +1,203 @@
+"""The explorer's sessions over HTTP: a prompt you step through token by token.
+
+    POST /api/sessions                   start a session -> its state and its `secret`
+    GET  /api/sessions/{id}              its state
+    POST /api/sessions/{id}/step         choose one token (greedy or sampled, under the given config)
+    POST /api/sessions/{id}/append       force a token
+    POST /api/sessions/{id}/undo         take tokens back
+    POST /api/sessions/{id}/generate     up to `count` steps, stopping where generation would
+    DELETE /api/sessions/{id}
+
+Every call but the first sends the session's secret in the `X-Session-Secret` header. The `next` payload
+carries the raw logits of the whole vocabulary (base64 float32, little-endian), so the page can re-apply
+temperature, top-k, top-p and min-p as the sliders move without asking the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+
+from fastapi import APIRouter, Request
+
+from decodelab.errors import BadInput
+from decodelab.generation_config import GenerationConfig
+from decodelab.server.explorer_schemas import (
+    TOP_FOR_PAGE, AppendRequest, GenerateRequest, PromptRequest, StepRequest, UndoRequest, make_generation_config,
+)
+from decodelab.server.sessions import SECRET_HEADER, LiveSession
+from decodelab.server.sse import finite
+from decodelab.session import Session
+
+router = APIRouter(prefix="/api")
+
+
+def encode_logits(logits) -> str:
+    """(V,) tensor -> base64 of little-endian float32 values (what the page decodes into a Float32Array)."""
+    return base64.b64encode(logits.detach().float().cpu().numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def next_payload(session: Session, top: int = TOP_FOR_PAGE) -> dict | None:
+    """The next-token distribution of a session: raw logits for the page, top candidates raw and after."""
+    if session.stop_reason is not None and session.stop_reason.kind == "context_full":
+        return None
+    raw = session.distribution()
+    after = session.distribution(after_samplers=True)
+    return {
+        "vocab_size": int(raw.logits.numel()),
+        "logits": encode_logits(raw.logits),
+        "entropy": raw.entropy,
+        "top": [candidate.to_dict() for candidate in raw.top(top)],
+        "after": [{**c.to_dict(), "raw_prob": raw.prob(c.id)} for c in after.top(top) if c.prob > 0],
+    }
+
+
+def session_state(live: LiveSession, top: int = TOP_FOR_PAGE) -> dict:
+    session = live.session
+    reason = session.stop_reason
+    return finite({
+        "id": live.id,
+        "prompt": {"ids": session.prompt_ids, "tokens": live.prompt_tokens},
+        "steps": [step.to_dict() for step in session.steps],
+        "text": session.text,
+        "full_text": session.full_text,
+        "stop_reason": reason.to_dict() | {"text": str(reason)} if reason else None,
+        "config": session.config.to_dict(),
+        "seed": session.seed,
+        "next": next_payload(session, top),
+    })
+
+
+def prompt_token_rows(lm, request: PromptRequest, ids: list[int]) -> list[dict]:
+    """The prompt's token view (pieces, spans, specials); falls back to per-id pieces for an id prompt."""
+    from decodelab.tokens import token_piece
+
+    prompt = request.prompt_input()
+    if isinstance(prompt, str) or request.is_chat():
+        view = lm.chat_tokens(prompt, request.system) if request.is_chat() else lm.tokenize(prompt)
+        if view.ids == ids:
+            return [token.to_dict() for token in view]
+    special = set(lm.tokenizer.special_ids)
+    return [{"id": i, "piece": token_piece(lm.tokenizer, i), "special": i in special} for i in ids]
+
+
+def prompt_ids_and_rows(lm, body: PromptRequest) -> tuple[list[int], list[dict]]:
+    """The prompt's ids and token view (run on the model thread: tokenizing a long prompt takes a while)."""
+    ids = lm.prompt_ids(body.prompt_input(), chat=body.is_chat(), system=body.system)
+    return ids, prompt_token_rows(lm, body, ids)
+
+
+def _app(request: Request):
+    return request.app.state.decodelab
+
+
+def _live(request: Request, session_id: str) -> LiveSession:
+    return _app(request).sessions.get(session_id, request.headers.get(SECRET_HEADER))
+
+
+@router.post("/sessions")
+async def start_session(body: PromptRequest, request: Request) -> dict:
+    app = _app(request)
+    config = make_generation_config(body.config)
+    async with app.runner.admit():
+        ids, rows = await app.runner.call(prompt_ids_and_rows, app.lm, body)
+        app.sessions.check_room(len(ids))  # before the prefill allocates its cache
+        session = await app.runner.call(lambda: app.lm.session(ids, config=config))
+        live = app.sessions.add(session, rows)
+        return {**await app.runner.call(session_state, live), "secret": live.secret}
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: str, request: Request) -> dict:
+    app = _app(request)
+    live = _live(request, session_id)
+    async with app.runner.admit():
+        return await app.runner.call(session_state, live)
+
+
+@router.delete("/sessions/{session_id}")
+async def end_session(session_id: str, request: Request) -> dict:
+    _app(request).sessions.remove(session_id, request.headers.get(SECRET_HEADER))
+    return {"id": session_id, "deleted": True}
+
+
+def _configure(session: Session, body: StepRequest) -> None:
+    if body.config is not None:
+        session.configure(make_generation_config(body.config, GenerationConfig(seed=session.seed)))
+    if body.greedy != session.config.greedy:
+        session.configure(greedy=body.greedy)
+
+
+def _check_can_continue(session: Session) -> None:
+    reason = session.stop_reason
+    if reason is not None and reason.kind == "context_full":
+        raise BadInput(f"the context is full ({session.lm.context_length} tokens): undo some tokens or start over")
+
+
+def _step(live: LiveSession, body: StepRequest) -> dict:
+    _configure(live.session, body)
+    _check_can_continue(live.session)
+    step = live.session.step()
+    return {"step": step.to_dict(), "state": session_state(live)}
+
+
+def _append(live: LiveSession, body: AppendRequest) -> dict:
+    if (body.token_id is None) == (body.text is None):
+        raise BadInput("append needs exactly one of token_id or text")
+    step = live.session.append(body.token_id if body.token_id is not None else body.text)
+    return {"step": step.to_dict(), "state": session_state(live)}
+
+
+def _undo(live: LiveSession, body: UndoRequest) -> dict:
+    removed = live.session.undo(body.count)
+    return {"removed": [step.to_dict() for step in removed], "state": session_state(live)}
+
+
+@router.post("/sessions/{session_id}/step")
+async def step(session_id: str, body: StepRequest, request: Request) -> dict:
+    return await _grow(request, session_id, 1, _step, body)
+
+
+@router.post("/sessions/{session_id}/append")
+async def append(session_id: str, body: AppendRequest, request: Request) -> dict:
+    return await _grow(request, session_id, 1, _append, body)
+
+
+@router.post("/sessions/{session_id}/undo")
+async def undo(session_id: str, body: UndoRequest, request: Request) -> dict:
+    return await _grow(request, session_id, 0, _undo, body)
+
+
+async def _grow(request: Request, session_id: str, tokens: int, change, body) -> dict:
+    """Run `change(live, body)` on the model thread once the sessions' budget has room for `tokens` more."""
+    app = _app(request)
+    live = _live(request, session_id)
+    async with app.runner.admit():
+        app.sessions.check_growth(live, tokens)
+        return finite(await app.runner.call(change, live, body))
+
+
+def _session_steps(live: LiveSession, body: GenerateRequest):
+    """One step per item until `count` steps or a stop reason (the step that stops is included)."""
+    session = live.session
+    _configure(session, body)
+    for _ in range(body.count):
+        if session.stop_reason is not None and session.steps:
+            return
+        _check_can_continue(session)
+        yield session.step()
+
+
+@router.post("/sessions/{session_id}/generate")
+async def generate(session_id: str, body: GenerateRequest, request: Request) -> dict:
+    app = _app(request)
+    live = _live(request, session_id)
+    steps = []
+    async with app.runner.admit():
+        app.sessions.check_growth(live, body.count)
+        async with contextlib.aclosing(app.runner.iterate(_session_steps(live, body))) as stream:
+            async for item in stream:
+                steps.append(item.to_dict())
+                if await request.is_disconnected():
+                    break
+        return finite({"steps": steps, "state": await app.runner.call(session_state, live)})
