@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
 from decodelab.errors import BadInput, DecodelabError, ModelNotFound
-from decodelab.gguf_cache import BUNDLED_NAME, bundled_gguf_path, ensure_converted, is_complete
+from decodelab.gguf_cache import (
+    BUNDLED_NAME,
+    bundled_gguf_path,
+    conversion_stamp,
+    ensure_converted,
+    is_complete,
+    reconvert_after_failed_load,
+)
 from decodelab.model import LM
 from decodelab.tokenizer import Tokenizer
 
@@ -41,15 +49,14 @@ def load(
     if backend not in BACKENDS:
         raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if name_or_path is None or str(name_or_path).lower() in BUNDLED_ALIASES:
-        directory = ensure_converted(bundled_gguf_path())
-        return _load_directory(directory, BUNDLED_NAME, "bundled", torch_dtype, device, backend, trust_remote_code)
+        gguf = bundled_gguf_path()
+        return _load_converted(gguf, BUNDLED_NAME, "bundled", torch_dtype, device, backend, trust_remote_code)
     name = str(name_or_path)
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise BadInput(f"{path} is a file but not a .gguf model: pass a .gguf file or a model directory")
-        directory = ensure_converted(path)
-        return _load_directory(directory, name, "gguf", torch_dtype, device, backend, trust_remote_code)
+        return _load_converted(path, name, "gguf", torch_dtype, device, backend, trust_remote_code)
     if path.is_dir():
         return _load_directory(path, name, "directory", torch_dtype, device, backend, trust_remote_code)
     if _looks_like_a_path(name):
@@ -78,6 +85,47 @@ def _looks_like_a_path(name: str) -> bool:
 def _is_hub_id_shape(name: str) -> bool:
     parts = name.split("/")
     return len(parts) <= 2 and all(part and not part.startswith(".") for part in parts)
+
+
+def _load_converted(
+    gguf: Path, name: str, source: str, dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool
+) -> LM:
+    """Load the cached conversion of `gguf`; one that fails to read is converted again, once.
+
+    `ensure_converted` already checked the files against what the conversion recorded; this catches what
+    that cheap check cannot see (or a marker from an older decodelab, which records no files).
+    """
+    directory = ensure_converted(gguf, progress=sys.stderr)  # the stream of the moment, not of import time
+    stamp = conversion_stamp(directory)
+    try:
+        return _load_directory(directory, name, source, dtype, device, backend, trust_remote_code)
+    except Exception as exc:
+        if not _is_unreadable_file(exc):
+            raise
+        reason = _first_line(exc)
+    directory = reconvert_after_failed_load(gguf, stamp, reason, progress=sys.stderr)
+    try:
+        return _load_directory(directory, name, source, dtype, device, backend, trust_remote_code)
+    except Exception as exc:
+        if not _is_unreadable_file(exc):
+            raise
+        raise DecodelabError(
+            f"cannot load the cached model in {directory}, even converted again ({_first_line(exc)}): "
+            "delete that directory and run again"
+        ) from None
+
+
+def _is_unreadable_file(exc: Exception) -> bool:
+    """What reading a damaged model file raises: safetensors' error, OSError, a JSON or UTF-8 ValueError, and
+    the bare `Exception` that `tokenizers` raises for a file it cannot parse."""
+    from safetensors import SafetensorError
+
+    return isinstance(exc, (SafetensorError, OSError, ValueError)) or type(exc) is Exception
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _load_directory(
