@@ -266,3 +266,23 @@ def test_api_key_flow(bundled, page):
         page.reload()  # the key is remembered
         expect(page.locator("#model-info")).to_contain_text("SmolLM2")
         assert page.evaluate("localStorage.getItem('decodelab-api-key')") == "sekret"
+
+
+def test_a_full_session_store_does_not_stop_the_page(bundled, page):
+    """The server keeps one session: the page's new prompt gives back its own old session and carries on,
+    and another client cannot drive the page's session by its id."""
+    from live_server import live_server
+
+    with live_server(bundled, max_sessions=1) as running:
+        start(page, running.url, "Hello")
+        first = page.evaluate("page.state.id")
+        assert httpx.post(f"{running.url}/api/sessions/{first}/step", json={}).status_code == 403
+        page.fill("#prompt", "The capital of France is")
+        page.click("#start")
+        settle(page)
+        expect(page.locator("#prompt-text")).to_have_text("The capital of France is")
+        expect(page.locator("#error")).to_be_hidden()
+        assert page.evaluate("page.state.id") != first and len(running.state.sessions) == 1
+        page.click("#greedy-step")
+        settle(page)
+        assert step_rows(page) == 1

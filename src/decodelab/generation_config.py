@@ -53,6 +53,8 @@ class GenerationConfig:
             isinstance(k, int) and not isinstance(k, bool) and _is_real(v) for k, v in self.logit_bias.items()
         ):
             raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{50256: -100}}, got {self.logit_bias!r}")
+        if not isinstance(self.ban, tuple | list) or not all(_is_token_id(token) for token in self.ban):
+            raise BadInput(f"ban must be a list of token ids (whole numbers from 0), got {str(self.ban)[:80]}")
         self.chain()  # validates every stage's parameters and the order
 
     def with_(self, **changes) -> GenerationConfig:
@@ -129,6 +131,10 @@ def parse_token_id(key: object) -> int:
 
 def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _is_token_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
 def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
