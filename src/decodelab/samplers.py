@@ -41,6 +41,13 @@ class Stage(Protocol):
     def __call__(self, logits: torch.Tensor, history: History) -> torch.Tensor: ...
 
 
+# Bounds that keep float32 logits finite: logits / 1e-40 or a bias of 1e39 overflow to inf, and the
+# softmax of an inf is NaN, which no draw can sample from.
+MIN_TEMPERATURE = 1e-4
+MAX_PENALTY = 1e4
+MAX_BIAS = 1e6
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise BadInput(message)
@@ -64,8 +71,9 @@ class LogitBias:
             _require(isinstance(token, int) and 0 <= token < 2**31,
                      f"logit_bias keys must be token ids (whole numbers from 0), got {token!r}")
             _require(
-                isinstance(value, (int, float)) and not math.isnan(value) and value != math.inf,
-                f"logit_bias values must be numbers or -inf, got {value!r} for token {token}",
+                isinstance(value, (int, float)) and (abs(value) <= MAX_BIAS or value == -math.inf),
+                f"logit_bias values must be numbers in [-{MAX_BIAS:g}, {MAX_BIAS:g}] or -inf, got {value!r} "
+                f"for token {token}",
             )
 
     def __call__(self, logits, history):
@@ -84,7 +92,8 @@ class RepetitionPenalty:
     warper: ClassVar[bool] = False
 
     def __post_init__(self):
-        _require(_is_number(self.penalty) and self.penalty > 0, f"repetition_penalty must be > 0, got {self.penalty!r}")
+        _require(_is_number(self.penalty) and 1 / MAX_PENALTY <= self.penalty <= MAX_PENALTY,
+                 f"repetition_penalty must be in [{1 / MAX_PENALTY:g}, {MAX_PENALTY:g}], got {self.penalty!r}")
 
     def __call__(self, logits, history):
         seen = logits.gather(1, history.ids)  # (B, T)
@@ -166,8 +175,9 @@ class Temperature:
     warper: ClassVar[bool] = True
 
     def __post_init__(self):
-        _require(_is_number(self.temperature) and self.temperature > 0,
-                 f"temperature must be > 0 (use greedy for 0), got {self.temperature!r}")
+        _require(_is_number(self.temperature) and self.temperature >= MIN_TEMPERATURE,
+                 f"temperature must be at least {MIN_TEMPERATURE:g} (use greedy, or 0, for the argmax), "
+                 f"got {self.temperature!r}")
 
     def __call__(self, logits, history):
         return logits / self.temperature

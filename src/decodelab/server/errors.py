@@ -65,8 +65,11 @@ def validation_message(errors: list[dict]) -> tuple[str, str | None]:
     if error.get("type") == "json_invalid":
         return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): send a JSON object", None
     if error.get("type") == "extra_forbidden":
-        return f"unrecognized request argument {param!r}: remove it (see the README for supported fields)", param
+        name = str(error.get("loc", ("",))[-1])
+        return f"unrecognized request argument {name!r}: remove it (see the README for supported fields)", param
     if error.get("type") == "missing":
+        if param is None:
+            return "the request body is missing: send a JSON object with 'Content-Type: application/json'", None
         return f"{param} is required", param
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     got = error.get("input")
@@ -99,7 +102,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = error.detail if isinstance(error.detail, str) else "request failed"
         if error.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
-        return JSONResponse(error_body(message, kind), status_code=error.status_code)
+        return JSONResponse(error_body(message, kind), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))  # 405 says which methods are allowed
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
