@@ -11,14 +11,13 @@ answer must be:
     on success: JSON without NaN that fits the declared response schema, or an event stream where the route
     streams
 
-Not asserted, as FastAPI's generated schema does not state the server's contract: status_code_conformance
-(only 200 and 422 are declared; the routes answer 400, 403, 404, 405, 413 and 429, and never 422),
+The schema states the server's contract (its 4xx/5xx in OpenAI's error shape, streams as text/event-stream,
+no FastAPI 422), so status codes and content types are checked against it too. Not asserted:
 positive_data_acceptance (a schema-valid request is still refused for reasons the schema cannot state: an
 empty prompt, a request over the KV budget, an unknown `config` key) and negative_data_rejection (pydantic's
 lax mode takes `false` for the integer 0, so `"prompt": [false]` is token id 0, not a 400).
 
-The schema knows neither the served model's name nor the `X-Session-Secret` header, so the test supplies
-them: `model` is the served name (a wrong one is exercised by GET /v1/models/{model_id}), and most session
+The schema cannot know the served model's name nor a live session's secret, so the test supplies them: `model` is the served name (a wrong one is exercised by GET /v1/models/{model_id}), and most session
 cases drive one real session, some without its secret; the rest keep their generated id. The server's
 limits are small, so no generated request runs a long generation: one over the KV budget gets a 400.
 """
@@ -34,7 +33,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, response_schema_conformance, status_code_conformance,
+)
 
 from decodelab.server import create_app
 from decodelab.server.sessions import SECRET_HEADER
@@ -132,7 +133,8 @@ def answers_like_decodelab(ctx, response, case) -> None:
         assert response.headers.get("retry-after"), "a 429 without Retry-After"
 
 
-CHECKS = [not_a_server_error, answers_like_decodelab, response_schema_conformance]
+CHECKS = [not_a_server_error, answers_like_decodelab, response_schema_conformance, status_code_conformance,
+          content_type_conformance]
 
 
 class OwnedSession:

@@ -59,6 +59,7 @@ def create_app(lm, *, api_key: str | None = None, host: str = "127.0.0.1", extra
     async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html; charset=utf-8")
 
+    app.openapi = _without_fastapi_422(app)
     # Outermost last: the Host check, then CORS (only when asked for), then the key and the body.
     app.add_middleware(RequestGuard, limits=bounds, api_key=api_key)
     origins = list(cors_origins)
@@ -67,3 +68,21 @@ def create_app(lm, *, api_key: str | None = None, host: str = "127.0.0.1", extra
                            allow_headers=["Authorization", "Content-Type", SECRET_HEADER])
     app.add_middleware(HostGuard, hosts=allowed_hosts(host, extra_hosts))
     return app
+
+
+def _without_fastapi_422(app: FastAPI):
+    """FastAPI documents a 422 for every route; this server answers validation errors with 400 (as OpenAI
+    does), which ERROR_RESPONSES declares. The schema says what the server does."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        return app.openapi_schema
+
+    return openapi

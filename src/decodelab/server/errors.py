@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from decodelab.errors import BadInput, ModelNotFound, Unsupported
@@ -30,6 +31,32 @@ class APIError(Exception):
     def response(self) -> JSONResponse:
         return JSONResponse(error_body(self.message, self.type, self.param, self.code), status_code=self.status,
                             headers=self.headers)
+
+
+class ErrorDetail(BaseModel):
+    message: str  # one line: what was wrong and what to do
+    type: str  # "invalid_request_error" | "authentication_error" | "permission_error" | "rate_limit_error" | ...
+    param: str | None  # the request field at fault, when there is one
+    code: str | None  # a stable name for the error, e.g. "queue_full"
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+_REFUSALS = {
+    400: "the request cannot be served as sent (the message says what to change)",
+    401: "the API key is missing or wrong",
+    403: "the session belongs to another client",
+    404: "no such model, session or endpoint",
+    408: "the request did not arrive in time",
+    413: "the request body is too large",
+    429: "the server is busy; retry after the Retry-After header's seconds",
+    500: "a fault of the server (details in its log)",
+}
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description} for status, description in _REFUSALS.items()
+}
 
 
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,

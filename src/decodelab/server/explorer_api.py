@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from decodelab.errors import BadInput
-from decodelab.server.errors import APIError, in_band_error
+from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.explorer_schemas import (
     BeamRequest, CompareRequest, NextRequest, PromptRequest, ScoreRequest, TraceRequest, make_generation_config,
 )
@@ -28,7 +28,7 @@ from decodelab.server.limits import kv_bytes_per_token, kv_cost
 from decodelab.server.session_api import next_payload, prompt_ids_and_rows
 from decodelab.server.sse import EventStream, event, finite
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 
 def _app(request: Request):
@@ -100,7 +100,7 @@ async def _prompt_ids(app, body) -> list[int]:
                                                             system=getattr(body, "system", None)))
 
 
-@router.post("/trace")
+@router.post("/trace", responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
 async def trace(body: TraceRequest, request: Request) -> EventStream:
     """Every Step record of a generation as it happens (`event: step`), then `event: result` per row."""
     app = _app(request)

@@ -18,12 +18,12 @@ from fastapi import APIRouter, Request
 
 from decodelab.generation_config import GenerationConfig, parse_token_id
 from decodelab.records import Result, Step, StopReason
-from decodelab.server.errors import APIError, in_band_error
+from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.limits import kv_cost
 from decodelab.server.openai_schemas import ChatRequest, CompletionRequest, SamplingRequest
-from decodelab.server.sse import EventStream, event, finite
+from decodelab.server.sse import STREAM_RESPONSE, EventStream, event, finite
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (OpenAI's is the whole context)
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (less when the context is shorter)
 DISCONNECT_CHECK_EVERY = 8  # steps between checks that a non-streaming client is still there
@@ -154,7 +154,7 @@ def _usage(prompt_length: int, results: list[Result]) -> dict:
 
 # --- the two routes ---------------------------------------------------------------------------------------------
 
-@router.post("/completions")
+@router.post("/completions", responses=STREAM_RESPONSE)
 async def completions(body: CompletionRequest, request: Request):
     app = _app(request)
     lm = app.lm
@@ -182,7 +182,7 @@ def _single_prompt(prompt):
     return prompt
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=STREAM_RESPONSE)
 async def chat_completions(body: ChatRequest, request: Request):
     app = _app(request)
     lm = app.lm

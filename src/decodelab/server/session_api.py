@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
+from decodelab.server.errors import ERROR_RESPONSES
 from decodelab.server.explorer_schemas import (
     TOP_FOR_PAGE, AppendRequest, GenerateRequest, PromptRequest, StepRequest, UndoRequest, make_generation_config,
 )
@@ -29,7 +31,7 @@ from decodelab.server.sessions import SECRET_HEADER, LiveSession
 from decodelab.server.sse import finite
 from decodelab.session import Session
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 
 def encode_logits(logits) -> str:
@@ -91,8 +93,12 @@ def _app(request: Request):
     return request.app.state.decodelab
 
 
-def _live(request: Request, session_id: str) -> LiveSession:
-    return _app(request).sessions.get(session_id, request.headers.get(SECRET_HEADER))
+# The secret POST /api/sessions returned: every later call on the session sends it.
+Secret = Annotated[str | None, Header(alias=SECRET_HEADER, description="the session's secret, from its creation")]
+
+
+def _live(request: Request, session_id: str, secret: str | None) -> LiveSession:
+    return _app(request).sessions.get(session_id, secret)
 
 
 @router.post("/sessions")
@@ -108,16 +114,16 @@ async def start_session(body: PromptRequest, request: Request) -> dict:
 
 
 @router.get("/sessions/{session_id}")
-async def get_session(session_id: str, request: Request) -> dict:
+async def get_session(session_id: str, request: Request, secret: Secret = None) -> dict:
     app = _app(request)
-    live = _live(request, session_id)
+    live = _live(request, session_id, secret)
     async with app.runner.admit():
         return await app.runner.call(session_state, live)
 
 
 @router.delete("/sessions/{session_id}")
-async def end_session(session_id: str, request: Request) -> dict:
-    _app(request).sessions.remove(session_id, request.headers.get(SECRET_HEADER))
+async def end_session(session_id: str, request: Request, secret: Secret = None) -> dict:
+    _app(request).sessions.remove(session_id, secret)
     return {"id": session_id, "deleted": True}
 
 
@@ -154,24 +160,23 @@ def _undo(live: LiveSession, body: UndoRequest) -> dict:
 
 
 @router.post("/sessions/{session_id}/step")
-async def step(session_id: str, body: StepRequest, request: Request) -> dict:
-    return await _grow(request, session_id, 1, _step, body)
+async def step(session_id: str, body: StepRequest, request: Request, secret: Secret = None) -> dict:
+    return await _grow(request, _live(request, session_id, secret), 1, _step, body)
 
 
 @router.post("/sessions/{session_id}/append")
-async def append(session_id: str, body: AppendRequest, request: Request) -> dict:
-    return await _grow(request, session_id, 1, _append, body)
+async def append(session_id: str, body: AppendRequest, request: Request, secret: Secret = None) -> dict:
+    return await _grow(request, _live(request, session_id, secret), 1, _append, body)
 
 
 @router.post("/sessions/{session_id}/undo")
-async def undo(session_id: str, body: UndoRequest, request: Request) -> dict:
-    return await _grow(request, session_id, 0, _undo, body)
+async def undo(session_id: str, body: UndoRequest, request: Request, secret: Secret = None) -> dict:
+    return await _grow(request, _live(request, session_id, secret), 0, _undo, body)
 
 
-async def _grow(request: Request, session_id: str, tokens: int, change, body) -> dict:
+async def _grow(request: Request, live: LiveSession, tokens: int, change, body) -> dict:
     """Run `change(live, body)` on the model thread once the sessions' budget has room for `tokens` more."""
     app = _app(request)
-    live = _live(request, session_id)
     async with app.runner.admit():
         app.sessions.check_growth(live, tokens)
         return finite(await app.runner.call(change, live, body))
@@ -189,9 +194,9 @@ def _session_steps(live: LiveSession, body: GenerateRequest):
 
 
 @router.post("/sessions/{session_id}/generate")
-async def generate(session_id: str, body: GenerateRequest, request: Request) -> dict:
+async def generate(session_id: str, body: GenerateRequest, request: Request, secret: Secret = None) -> dict:
     app = _app(request)
-    live = _live(request, session_id)
+    live = _live(request, session_id, secret)
     steps = []
     async with app.runner.admit():
         app.sessions.check_growth(live, body.count)
