@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import decodelab
-from decodelab.beam import BeamConfig, beam_search, reorder_cache
+from decodelab.beam import BeamConfig, beam_search
+from decodelab.decoding import reorder_cache
 from decodelab.errors import BadInput, DecodelabError
 
 CHAT_PROMPT = "What is the capital of France?"
@@ -193,7 +194,7 @@ def test_the_tree_renders_and_everything_is_json_ready(chat_result):
     (dict(length_penalty=math.inf), "got inf"),
     (dict(length_penalty="1"), "got '1'"),
     (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be a whole number >= 0, got -1"),
-    (dict(repetition_penalty=0.0), "repetition_penalty must be > 0, got 0.0"),
+    (dict(repetition_penalty=0.0), "repetition_penalty must be in [0.0001, 10000], got 0.0"),
     (dict(stop_token_ids=(-1,)), "stop_token_ids must be token ids >= 0, got [-1]"),
 ])
 def test_bad_parameters_are_one_clear_error(options, message):

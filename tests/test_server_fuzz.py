@@ -17,7 +17,8 @@ positive_data_acceptance (a schema-valid request is still refused for reasons th
 empty prompt, a request over the KV budget, an unknown `config` key) and negative_data_rejection (pydantic's
 lax mode takes `false` for the integer 0, so `"prompt": [false]` is token id 0, not a 400).
 
-The schema cannot know the served model's name nor a live session's secret, so the test supplies them: `model` is the served name (a wrong one is exercised by GET /v1/models/{model_id}), and most session
+The schema cannot know the served model's name nor a live session's secret, so the test supplies them:
+`model` is the served name (a wrong one is exercised by GET /v1/models/{model_id}), and most session
 cases drive one real session, some without its secret; the rest keep their generated id. The server's
 limits are small, so no generated request runs a long generation: one over the KV budget gets a 400.
 """

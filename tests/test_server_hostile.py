@@ -30,8 +30,8 @@ def chat(**fields) -> dict:
 HOSTILE = [
     # text that is not Unicode: a lone surrogate anywhere a string goes
     ("POST", "/v1/completions", raw(f'{{"model": "{M}", "prompt": "\\ud800"}}'), {}, 400, "lone UTF-16 surrogate"),
-    ("POST", "/v1/chat/completions", raw(f'{{"model": "{M}", "messages": [{{"role": "user", "content": "a\\udc00"}}]}}'),
-     {}, 400, "messages.0.content"),
+    ("POST", "/v1/chat/completions",
+     raw(f'{{"model": "{M}", "messages": [{{"role": "user", "content": "a\\udc00"}}]}}'), {}, 400, "messages.0.content"),
     ("POST", "/v1/completions", raw(f'{{"model": "{M}", "prompt": "x", "stop": ["\\ud83d"]}}'), {}, 400, "stop.0"),
     ("POST", "/api/tokenize", raw('{"prompt": "\\ud800"}'), {}, 400, "lone UTF-16 surrogate"),
     ("POST", "/api/trace", raw('{"prompt": "x\\ud800"}'), {}, 400, "prompt"),
@@ -60,6 +60,11 @@ HOSTILE = [
     ("POST", "/api/next", {"prompt": "x", "config": {"seed": -1}}, {}, 400, "seed"),
     ("POST", "/api/next", {"prompt": "x", "config": {"samplers": ["nope"]}}, {}, 400, "nope"),
     ("POST", "/api/next", {"prompt": "x", "config": {"ban": [HUGE]}}, {}, 400, "ban"),
+    ("POST", "/api/trace", {"prompt": "x", "config": {"ban": list(range(49152))}}, {}, 400, "removed every token"),
+    ("POST", "/v1/completions", completion(temperature=1e-40), {}, 400, "temperature"),
+    ("POST", "/v1/completions", completion(repetition_penalty=5e-324), {}, 400, "repetition_penalty"),
+    ("POST", "/api/trace", {"prompt": "x", "config": {"logit_bias": {"28": 1e39, "29": 1e39}}}, {}, 400,
+     "logit_bias values"),
     ("POST", "/api/sessions/{sid}/append", {"token_id": 10**30}, {}, 400, "token"),
     ("POST", "/api/sessions/{sid}/append", {"token_id": -1}, {}, 400, "token"),
     ("POST", "/api/sessions/{sid}/undo", {"count": 10**9}, {}, 400, "undo"),

@@ -30,11 +30,12 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from decodelab.errors import BadInput, DecodelabError
+from decodelab.decoding import prefill, reorder_cache
+from decodelab.errors import BadInput
 from decodelab.records import StopReason
 from decodelab.samplers import History, NoRepeatNGram, RepetitionPenalty, SamplerChain
 from decodelab.tokens import token_piece, visible
@@ -243,16 +244,6 @@ class BeamResult:
         return beam_html(self)
 
 
-def reorder_cache(cache: Any, rows: torch.Tensor) -> None:
-    """Keep batch rows `rows` (B,) of a KV cache, in that order, duplicating repeated ones (in place)."""
-    if hasattr(cache, "reorder"):  # decodelab's KVCache
-        cache.reorder(rows)
-    elif hasattr(cache, "reorder_cache"):  # transformers' Cache
-        cache.reorder_cache(rows)
-    else:
-        raise DecodelabError(f"{type(cache).__name__} cannot reorder its rows, so this backend cannot beam search")
-
-
 def beam_search(lm, prompt_ids: list[int], num_beams: int, max_new_tokens: int = 64, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, num_return_sequences: int = 1, no_repeat_ngram_size: int = 0,
                 repetition_penalty: float | None = None, stop_token_ids: Iterable[int] | None = None) -> BeamResult:
@@ -284,7 +275,7 @@ def run_beam_search(lm, prompt_ids: list[int], config: BeamConfig) -> BeamResult
     # Prefill once: the search starts with a single live beam, the prompt.
     cache = backend.new_cache(1)
     ids = torch.tensor([prompt_ids], device=backend.device)  # (B=1, T)
-    logits = backend.forward(ids, cache)[:, -1]  # (B, V)
+    logits = prefill(backend, ids, cache)  # (B, V), the prompt fed in chunks
     beam_scores = torch.zeros(1, device=logits.device)  # (B,) float32 sum of logprobs of each live beam
     live = [LiveBeam(root.id, (), 0.0)]  # row b of ids / cache / beam_scores is live[b]
     finished: list[BeamHypothesis] = []  # the num_beams best finished hypotheses, best first

@@ -1,5 +1,7 @@
 """The decode step as plain functions: prefill once, then advance one token at a time with the KV cache.
 
+`prefill` feeds a prompt through the cache in chunks of `PREFILL_CHUNK` positions and keeps only the last
+position's logits, so memory stays bounded however long the prompt: no (T, V) logits, no (T, T) attention.
 `DecodeState` holds what a running decode needs (ids so far, the cache, the logits for the next token);
 `select` picks tokens from the sampler chain's logits; `make_step` turns one choice into a `Step`.
 The generation loop, sessions and batches are built from these.
@@ -8,17 +10,47 @@ The generation loop, sessions and batches are built from these.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
 from decodelab.backends.base import Backend
-from decodelab.errors import BadInput
+from decodelab.errors import BadInput, Unsupported
 from decodelab.records import Alternative, Step
 from decodelab.samplers import History, StageReport
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import token_piece
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads (seed, position) pairs over 64 bits
+# Most positions one forward reads when a long sequence is fed through the cache (prefill, scoring): bounds a
+# forward's activations and attention scores (chunk x past), and scoring's logits (chunk x V, 100 MB at V=49,152).
+PREFILL_CHUNK = 512
+
+
+def prefill(backend: Backend, ids: torch.Tensor, cache: Any, chunk: int | None = None) -> torch.Tensor:
+    """Feed `ids` (B, T) through `cache` (advanced in place); return the logits (B, V) for the token after them.
+
+    The ids go in chunks of `chunk` (default PREFILL_CHUNK) positions, each attending to what the earlier ones
+    left in the cache, and each forward computes the last position's logits only. A prompt of at most one
+    chunk is a single forward, exactly as an unchunked prefill.
+    """
+    if ids.shape[1] == 0:
+        raise BadInput(f"nothing to prefill: ids of shape {tuple(ids.shape)} hold no positions")
+    chunk = chunk or PREFILL_CHUNK
+    for begin in range(0, ids.shape[1], chunk):
+        logits = backend.forward(ids[:, begin : begin + chunk], cache, last_only=True)  # (B, 1, V)
+    return logits[:, -1]  # (B, V)
+
+
+def reorder_cache(cache: Any, rows: torch.Tensor) -> None:
+    """Keep batch rows `rows` (B,) of a KV cache, in that order, duplicating repeated ones (in place)."""
+    if hasattr(cache, "reorder"):  # decodelab's KVCache
+        cache.reorder(rows)
+    elif hasattr(cache, "reorder_cache"):  # transformers' Cache
+        cache.reorder_cache(rows)
+    else:
+        raise Unsupported(f"{type(cache).__name__} cannot reorder its rows, so this backend cannot sample several "
+                          "rows or beam search")
 
 
 class DecodeState:
@@ -33,8 +65,11 @@ class DecodeState:
         self.backend = backend
         self.prompt_length = len(prompt_ids)
         self.ids = torch.tensor([prompt_ids] * rows, device=backend.device)  # (B, T)
-        self.cache = backend.new_cache(rows)
-        self.logits = backend.forward(self.ids, self.cache)[:, -1]  # prefill: (B, V)
+        # The rows share a prompt: prefill one, then copy its cache (n times less work and activation memory).
+        self.cache = backend.new_cache(1)
+        self.logits = prefill(backend, self.ids[:1], self.cache).expand(rows, -1).clone()  # (B, V)
+        if rows > 1:
+            reorder_cache(self.cache, torch.zeros(rows, dtype=torch.long, device=backend.device))
 
     @property
     def history(self) -> History:
@@ -62,7 +97,7 @@ class DecodeState:
             raise BadInput(f"cannot truncate to {length} tokens: keep between the prompt and {self.ids.shape[1]}")
         self.ids = self.ids[:, :length]
         self.cache.crop(length - 1)
-        self.logits = self.backend.forward(self.ids[:, length - 1 :], self.cache)[:, -1]
+        self.logits = prefill(self.backend, self.ids[:, length - 1 :], self.cache)  # (B, V) from the kept last id
 
 
 def draw_seed(row_seed: int, position: int) -> int:
@@ -72,6 +107,9 @@ def draw_seed(row_seed: int, position: int) -> int:
 
 def select(final_logits: torch.Tensor, greedy: bool, row_seeds: list[int], position: int) -> torch.Tensor:
     """One token per row (B,): argmax, or a draw from softmax(final_logits) with a per-row, per-step generator."""
+    if bool((final_logits.amax(dim=-1) == float("-inf")).any()):
+        raise BadInput("the sampler chain removed every token (a ban or logit_bias of -inf on all of them?): "
+                       "leave at least one token allowed")
     if greedy:
         return final_logits.argmax(dim=-1)
     probs = final_logits.softmax(dim=-1)  # (B, V)

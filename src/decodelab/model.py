@@ -10,6 +10,7 @@ import torch
 
 from decodelab.backends.base import Backend
 from decodelab.chat import Message, build_messages, detect_stop_ids, render_chat
+from decodelab.decoding import prefill
 from decodelab.distribution import Distribution
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
@@ -106,7 +107,7 @@ class LM:
         """P(next token | prompt) over the whole vocabulary."""
         ids = self.prompt_ids(prompt, chat=chat, system=system)
         input_ids = torch.tensor([ids], device=self.device)  # (1, T)
-        logits = self.backend.forward(input_ids)[0, -1]  # (V,)
+        logits = prefill(self.backend, input_ids, self.backend.new_cache(1))[0]  # (V,), the prompt fed in chunks
         return Distribution(logits, self.tokenizer, ids)
 
     def generation(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, n: int = 1,

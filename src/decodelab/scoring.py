@@ -9,8 +9,12 @@ log P(x) = sum_i log P(x_i | x_<i), so `total_logprob` is the sequence's log-pro
 and `perplexity` is exp(-mean logprob per scored token).
 
 A text longer than the model's context is scored with sliding windows (the Hugging Face perplexity guide's
-method): each forward reads at most `context_length` ids and scores only tokens no earlier window scored, so
+method): each window reads at most `context_length` ids and scores only tokens no earlier window scored, so
 every token is scored exactly once with at least `context_length - stride` tokens of left context.
+
+Each window streams through a KV cache in chunks of `PREFILL_CHUNK` positions, and a chunk's positions are
+scored before the next chunk runs: logits peak at chunk x V (100 MB for SmolLM2), not window x V (1.6 GB
+for an 8192-token window).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from decodelab import decoding
 from decodelab.errors import BadInput
 from decodelab.metrics import mean_entropy, mean_nucleus_size, nucleus_sizes
 from decodelab.tokenizer import Tokenizer
@@ -67,7 +72,7 @@ class Score:
     nucleus_p: float  # the mass `ScoredToken.nucleus_size` counts up to
     window: int  # most ids one forward read (the model's context length)
     stride: int  # new tokens scored per window after the first, when the text was longer than the window
-    forwards: int  # forward passes used: 1 unless the text was longer than the window
+    forwards: int  # windows read (each in chunks of positions): 1 unless the text was longer than the window
 
     @property
     def total_logprob(self) -> float:
@@ -190,11 +195,27 @@ def score_ids(lm: LM, ids: list[int], prompt_length: int, *, stride: int | None 
     plan = plan_windows(len(ids), prompt_length, window, stride)
     tokens: list[ScoredToken] = []
     for begin, start, end in plan:
-        input_ids = torch.tensor([ids[begin:end]], device=lm.device)  # (1, T), T <= window
-        # The logits at position i predict id i + 1: targets ids[start:end] read positions start-1 .. end-2.
-        logits = lm.backend.forward(input_ids)[0, start - 1 - begin : end - 1 - begin]  # (end - start, V)
-        tokens += _score_positions(lm.tokenizer, logits.float(), ids, start, begin, nucleus_p)
+        tokens += _score_window(lm, ids, begin, start, end, nucleus_p)
     return Score(list(ids), prompt_length, tokens, float(nucleus_p), window, stride, len(plan))
+
+
+def _score_window(lm: LM, ids: list[int], begin: int, start: int, end: int, nucleus_p: float) -> list[ScoredToken]:
+    """Score ids[start:end] reading ids[begin:end], streamed through a fresh KV cache a chunk at a time."""
+    backend, chunk = lm.backend, decoding.PREFILL_CHUNK
+    cache = backend.new_cache(1)
+    window = torch.tensor([ids[begin:end]], device=lm.device)  # (1, T), T <= context length
+    # The logits at position i predict id i + 1: targets ids[start:end] read positions start-1 .. end-2.
+    # The positions before start-1 are context only: fed through the cache, no logits kept.
+    first = start - 1 - begin  # window position of the first logits needed
+    if first > 0:
+        decoding.prefill(backend, window[:, :first], cache, chunk)
+    tokens: list[ScoredToken] = []
+    for at in range(first, end - 1 - begin, chunk):
+        piece = window[:, at : min(at + chunk, end - 1 - begin)]  # (1, t): the last id predicts nothing scored here
+        logits = backend.forward(piece, cache)[0]  # (t, V) predicting targets ids[begin+at+1 : begin+at+t+1]
+        tokens += _score_positions(lm.tokenizer, logits, ids, begin + at + 1, begin, nucleus_p)
+        del logits  # freed before the next chunk's forward: one chunk's logits live at a time
+    return tokens
 
 
 def plan_windows(length: int, first: int, window: int, stride: int) -> list[tuple[int, int, int]]:

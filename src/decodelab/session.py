@@ -98,6 +98,8 @@ class Session:
 
     def undo(self, count: int = 1) -> list[Step]:
         """Take back the last `count` tokens; returns their steps."""
+        if not self.steps:
+            raise BadInput("there is nothing to undo: no token has been chosen or appended yet")
         if not isinstance(count, int) or not 1 <= count <= len(self.steps):
             raise BadInput(f"can undo 1..{len(self.steps)} tokens, got {count!r}")
         self._state.truncate(self._state.ids.shape[1] - count)

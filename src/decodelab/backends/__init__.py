@@ -4,6 +4,7 @@ A backend turns token ids into next-token logits, optionally advancing a KV cach
 
     cache = backend.new_cache(batch_size)
     logits = backend.forward(input_ids, cache)   # (B, T) ids -> (B, T, V) float32 logits
+    logits = backend.forward(input_ids, cache, last_only=True)   # (B, T) -> (B, 1, V): the last position's only
 
 `llama.NativeLlama` is decodelab's own Llama-family implementation (the bundled SmolLM2 runs on it;
 parity with transformers is tested); `transformers.TransformersBackend` wraps any

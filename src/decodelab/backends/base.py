@@ -18,10 +18,12 @@ class Backend(Protocol):
         """An empty KV cache for `batch_size` rows, to pass to `forward`."""
         ...
 
-    def forward(self, input_ids: torch.Tensor, cache: Any | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: Any | None = None, *, last_only: bool = False) -> torch.Tensor:
         """Logits for every position of `input_ids` (B, T) -> (B, T, V) float32.
 
         With a cache, the ids continue the sequence the cache holds and the cache is advanced in place;
-        without one, the ids are the whole sequence.
+        without one, the ids are the whole sequence. With `last_only`, only the last position's logits
+        (B, 1, V) are returned and the LM head runs on that position alone: a prefill needs no more, and
+        T x V float32 logits of a long prompt are hundreds of MB (3000 x 49,152 x 4 bytes = 590 MB).
         """
         ...

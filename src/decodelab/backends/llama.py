@@ -246,7 +246,8 @@ class NativeLlama(nn.Module):
         return KVCache(self.config, batch_size, self.dtype, self.device)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *,
+                last_only: bool = False) -> torch.Tensor:
         past = cache.length if cache is not None else 0
         steps = input_ids.shape[1]
         if not self._stacked:
@@ -257,10 +258,12 @@ class NativeLlama(nn.Module):
             x = F.embedding(input_ids, self.embed_tokens.weight)  # (B, T, C)
             for block in self.layers:
                 x = block.forward(x, cos, sin, cache)
+            if last_only:
+                x = x[:, -1:]  # (B, 1, C): norm and head run on the last position alone
         if cache is not None:
             cache.advance(steps)
         # The head runs outside inference mode: callers get ordinary tensors they may change in place.
-        return F.linear(self.norm.forward(x), self.lm_head.weight).float()  # (B, T, V)
+        return F.linear(self.norm.forward(x), self.lm_head.weight).float()  # (B, T or 1, V)
 
     def _rotary(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed-sin tables covering at least `positions`; rebuilt, twice as long, when outgrown."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ class TransformersBackend:
         self.context_length: int = (
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
         )
+        # transformers' causal LMs take `logits_to_keep`; for one that does not, last_only slices the full logits.
+        self._keeps_logits: bool = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @property
     def dtype(self) -> torch.dtype:
@@ -32,7 +35,11 @@ class TransformersBackend:
         return DynamicCache(config=self.model.config)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: Any | None = None) -> torch.Tensor:
-        if cache is None:
-            return self.model(input_ids=input_ids, use_cache=False).logits.float()  # (B, T, V)
-        return self.model(input_ids=input_ids, past_key_values=cache, use_cache=True).logits.float()
+    def forward(self, input_ids: torch.Tensor, cache: Any | None = None, *, last_only: bool = False) -> torch.Tensor:
+        options: dict[str, Any] = {"use_cache": cache is not None}
+        if cache is not None:
+            options["past_key_values"] = cache  # the ids continue what it holds; advanced in place
+        if last_only and self._keeps_logits:
+            options["logits_to_keep"] = 1  # the model runs its head on the last position only
+        logits = self.model(input_ids=input_ids, **options).logits  # (B, T, V), or (B, 1, V) when kept
+        return (logits[:, -1:] if last_only else logits).float()

@@ -23,7 +23,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", default=None,
-                        help=f"require 'Authorization: Bearer KEY' on /v1 and /api requests (or set {API_KEY_VARIABLE}, "
+                        help="require 'Authorization: Bearer KEY' on /v1 and /api requests (or set "
+                             f"{API_KEY_VARIABLE}, "
                              "which other users cannot read from the process list)")
     parser.add_argument("--allowed-hosts", default="", metavar="NAMES",
                         help="comma-separated Host names to answer to besides localhost and --host "

@@ -106,12 +106,13 @@ def make_generation_config(values: dict[str, Any] | None, base: GenerationConfig
     values = dict(values or {})
     bias = values.get("logit_bias")
     if bias is not None:
+        wrong = BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(bias)[:80]}")
         if not isinstance(bias, dict):
-            raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(bias)[:80]}")
+            raise wrong
         try:
             values["logit_bias"] = {parse_token_id(token): float(value) for token, value in bias.items()}
         except (TypeError, ValueError):
-            raise BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(bias)[:80]}") from None
+            raise wrong from None
     if isinstance(values.get("stop"), str):
         values["stop"] = (values["stop"],)
     for name in ("ban", "stop", "stop_token_ids", "samplers"):

@@ -85,4 +85,5 @@ def kv_cost(rows: int, prompt_length: int, new_tokens: int, context_length: int)
     """KV-cache tokens of `rows` rows that read the prompt and then up to `new_tokens` more (never past the
     context), and how that adds up: (tokens, 'n=4 x (12 prompt + 64 new)')."""
     length = min(context_length, prompt_length + new_tokens)
-    return rows * length, f"{rows} row{'s' if rows != 1 else ''} x ({prompt_length} prompt + {length - prompt_length} new)"
+    rows_text = f"{rows} row{'s' if rows != 1 else ''}"
+    return rows * length, f"{rows_text} x ({prompt_length} prompt + {length - prompt_length} new)"

@@ -29,5 +29,5 @@ class TinyGPTBackend:
         return self.model.new_cache(batch_size)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.model(input_ids, cache).float()  # (B, T, V)
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False) -> torch.Tensor:
+        return self.model(input_ids, cache, last_only=last_only).float()  # (B, T, V), or (B, 1, V) with last_only

@@ -95,7 +95,8 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    """The whole model; `forward(ids, cache)` gives logits (B, T, V) and advances the cache in place."""
+    """The whole model; `forward(ids, cache)` gives logits (B, T, V) and advances the cache in place
+    (`last_only=True`: the last position's logits (B, 1, V) alone)."""
 
     def __init__(self, config: TinyGPTConfig):
         super().__init__()
@@ -112,7 +113,7 @@ class TinyGPT(nn.Module):
                 # GPT-2: scale the projections into the residual stream so its variance does not grow with depth.
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False) -> torch.Tensor:
         past = cache.length if cache is not None else 0
         steps = input_ids.shape[1]
         if past + steps > self.config.block_size:
@@ -126,7 +127,9 @@ class TinyGPT(nn.Module):
             x = block(x, cache)
         if cache is not None:
             cache.advance(steps)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C): a prefill needs only the last position's logits
+        return self.lm_head(self.ln_f(x))  # (B, T, V), or (B, 1, V) with last_only
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy (nats per token) of predicting targets (B, T) from input_ids (B, T)."""
