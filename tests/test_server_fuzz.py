@@ -12,10 +12,10 @@ answer must be:
     streams
 
 The schema states the server's contract (its 4xx/5xx in OpenAI's error shape, streams as text/event-stream,
-no FastAPI 422), so status codes and content types are checked against it too. Not asserted:
-positive_data_acceptance (a schema-valid request is still refused for reasons the schema cannot state: an
-empty prompt, a request over the KV budget, an unknown `config` key) and negative_data_rejection (pydantic's
-lax mode takes `false` for the integer 0, so `"prompt": [false]` is token id 0, not a 400).
+no FastAPI 422) and the request models are strict (`false` is not the token id 0), so status codes, content
+types and the refusal of schema-invalid data are checked too. Not asserted: positive_data_acceptance (a
+schema-valid request is still refused for reasons the schema cannot state: an empty prompt, a request over
+the KV budget, an unknown `config` key).
 
 The schema cannot know the served model's name nor a live session's secret, so the test supplies them:
 `model` is the served name (a wrong one is exercised by GET /v1/models/{model_id}), and most session
@@ -35,7 +35,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance, negative_data_rejection, response_schema_conformance, status_code_conformance,
 )
 
 from decodelab.server import create_app
@@ -135,7 +135,7 @@ def answers_like_decodelab(ctx, response, case) -> None:
 
 
 CHECKS = [not_a_server_error, answers_like_decodelab, response_schema_conformance, status_code_conformance,
-          content_type_conformance]
+          content_type_conformance, negative_data_rejection]
 
 
 class OwnedSession:

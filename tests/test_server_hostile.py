@@ -70,6 +70,10 @@ HOSTILE = [
     ("POST", "/api/sessions/{sid}/undo", {"count": 10**9}, {}, 400, "undo"),
     ("POST", "/api/sessions/{sid}/generate", {"count": 10**9}, {}, 400, "count"),
     # shapes the routes do not take
+    ("POST", "/v1/completions", completion(prompt=[False, True]), {}, 400, "prompt"),
+    ("POST", "/v1/completions", completion(stream=0), {}, 400, "stream"),
+    ("POST", "/v1/completions", completion(temperature="0.7"), {}, 400, "temperature"),
+    ("POST", "/api/sessions/{sid}/append", {"token_id": False}, {}, 400, "token_id"),
     ("POST", "/api/tokenize", {"messages": [{"role": "user", "content": 5}]}, {}, 400, "content"),
     ("POST", "/api/tokenize", {"prompt": [1, 2, 3]}, {}, 400, "token ids"),
     ("POST", "/v1/chat/completions", chat(messages=[{"role": "wizard", "content": "x"}]), {}, 400, "role"),

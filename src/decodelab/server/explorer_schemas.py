@@ -15,7 +15,9 @@ MAX_GENERATE_STEPS = 512
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are refused, and values keep their JSON types (`true` is not the token id 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Message(Strict):

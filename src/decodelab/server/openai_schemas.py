@@ -12,11 +12,14 @@ from decodelab.generation_config import parse_token_id
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
 
 
 class SamplingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as sent (`true` is not the token id 1, "0.7" is not a number), as OpenAI takes them
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
     n: int = Field(1, ge=1, le=16)
@@ -64,12 +67,14 @@ class CompletionRequest(SamplingRequest):
 
 
 class ContentPart(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
