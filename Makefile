@@ -52,6 +52,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/tinygpt.py
 
 clean:
