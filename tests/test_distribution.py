@@ -39,7 +39,8 @@ def test_entropy_and_rank_follow_their_definitions(bundled):
 def test_full_distribution_is_returned(bundled):
     dist = bundled.next_token_distribution("Hello")
     assert dist.probs.shape == (bundled.backend.vocab_size,)
-    assert math.isclose(float(dist.probs.sum()), 1.0, rel_tol=1e-5)
+    # float32 softmax over 49,152 entries: its sum strays from 1 by ~1e-5 (1.3e-5 for this prompt)
+    assert math.isclose(float(dist.probs.double().sum()), 1.0, rel_tol=1e-4)
     assert dist.prompt_ids == bundled.tokenizer.encode("Hello")
 
 
