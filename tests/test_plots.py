@@ -133,7 +133,7 @@ def test_temperature_panels_are_softmax_of_logits_over_t(dist):
         assert axes.get_title().startswith(f"T = {t:g}")
     assert bars(figure.axes[0])[0].get_width() > bars(figure.axes[2])[0].get_width()  # colder is sharper
     assert len({axes.get_xlim() for axes in figure.axes}) == 1  # one scale: bar lengths compare across panels
-    with pytest.raises(decodelab.DecodelabError, match="temperature must be > 0"):
+    with pytest.raises(decodelab.DecodelabError, match="temperature must be at least 0.0001"):
         plot_temperatures(dist, (0, 1))
 
 
