@@ -28,7 +28,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N")
     group.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    group.add_argument("--temperature", type=float, default=1.0, metavar="T", help="> 0 (0 = greedy)")
+    group.add_argument("--temperature", type=float, default=1.0, metavar="T", help=">= 0.0001 (0 = greedy)")
     group.add_argument("--top-k", type=int, default=None, metavar="K")
     group.add_argument("--top-p", type=float, default=None, metavar="P")
     group.add_argument("--min-p", type=float, default=None, metavar="P")
