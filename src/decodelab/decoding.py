@@ -107,17 +107,25 @@ def draw_seed(row_seed: int, position: int) -> int:
 
 def select(final_logits: torch.Tensor, greedy: bool, row_seeds: list[int], position: int) -> torch.Tensor:
     """One token per row (B,): argmax, or a draw from softmax(final_logits) with a per-row, per-step generator."""
-    if bool((final_logits.amax(dim=-1) == float("-inf")).any()):
-        raise BadInput("the sampler chain removed every token (a ban or logit_bias of -inf on all of them?): "
-                       "leave at least one token allowed")
     if greedy:
-        return final_logits.argmax(dim=-1)
-    probs = final_logits.softmax(dim=-1)  # (B, V)
+        tokens = final_logits.argmax(dim=-1)  # (B,)
+        if bool((final_logits.gather(1, tokens[:, None]) == float("-inf")).any()):  # a row with nothing left
+            raise _nothing_left()
+        return tokens
+    probs = final_logits.softmax(dim=-1)  # (B, V); a row with nothing left is all NaN
     tokens = []
     for row, row_seed in enumerate(row_seeds):
         generator = torch.Generator(device=probs.device).manual_seed(draw_seed(row_seed, position))
-        tokens.append(torch.multinomial(probs[row], 1, generator=generator))
+        try:
+            tokens.append(torch.multinomial(probs[row], 1, generator=generator))
+        except RuntimeError:  # "probability tensor contains either inf, nan or element < 0"
+            raise _nothing_left() from None
     return torch.cat(tokens)
+
+
+def _nothing_left() -> BadInput:
+    return BadInput("the sampler chain removed every token (a ban or logit_bias of -inf on all of them?): "
+                    "leave at least one token allowed")
 
 
 def make_step(

@@ -25,12 +25,12 @@ class Message(Strict):
     content: str
 
 
-class PromptRequest(Strict):
-    prompt: str | list[int] | None = None  # plain text (or ids) ...
-    messages: list[Message] | None = None  # ... or chat messages
+class PromptFields(Strict):
+    """A prompt as text or chat messages, the part every prompt-taking route shares."""
+
+    prompt: str | None = None
+    messages: list[Message] | None = None  # chat messages instead of `prompt`
     chat: bool = False  # render `prompt` through the chat template
-    system: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)  # GenerationConfig fields
 
     def prompt_input(self) -> Any:
         if self.messages is not None:
@@ -43,6 +43,12 @@ class PromptRequest(Strict):
 
     def is_chat(self) -> bool:
         return self.chat or self.messages is not None
+
+
+class PromptRequest(PromptFields):
+    prompt: str | list[int] | None = None  # plain text (or ids) ...
+    system: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # GenerationConfig fields
 
 
 class NextRequest(PromptRequest):
@@ -76,21 +82,8 @@ class ScoreRequest(Strict):
     prompt: str | None = None
 
 
-class PlainPrompt(Strict):
-    prompt: str | None = None
-    messages: list[Message] | None = None
-    chat: bool = False
+class PlainPrompt(PromptFields):
     max_new_tokens: int = Field(32, ge=1, le=MAX_GENERATE_STEPS)
-
-    def prompt_input(self) -> Any:
-        if self.messages is not None:
-            return [message.model_dump() for message in self.messages]
-        if not self.prompt:
-            raise BadInput("prompt is empty: type some text for the model to continue")
-        return self.prompt
-
-    def is_chat(self) -> bool:
-        return self.chat or self.messages is not None
 
 
 class BeamRequest(PlainPrompt):

@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from decodelab.server.errors import error_body
+from decodelab.server.errors import APIError
 from decodelab.server.limits import ServerLimits
 
 PROTECTED_PREFIXES = ("/v1/", "/api/")
@@ -38,9 +38,8 @@ def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _reply(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-           headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type, None, code), status_code=status, headers=headers)
+def _reply(status: int, message: str, **details) -> JSONResponse:
+    return APIError(status, message, **details).response()
 
 
 class HostGuard:

@@ -40,9 +40,8 @@ class Stats:
         return dict(self.__dict__)
 
 
-def busy(message: str, code: str) -> APIError:
-    return APIError(429, message, type="rate_limit_error", code=code,
-                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+def busy(message: str, code: str, retry_after: int = RETRY_AFTER_SECONDS) -> APIError:
+    return APIError(429, message, type="rate_limit_error", code=code, headers={"Retry-After": str(retry_after)})
 
 
 class Ticket:

@@ -66,10 +66,8 @@ class SessionStore:
 
     def _full(self, what: str) -> APIError:
         wait = self.seconds_until_one_expires()
-        error = busy(f"{what}: end a session with DELETE /api/sessions/ID, or retry in {wait} s when an idle "
-                     "one expires", "sessions_full")
-        error.headers = {"Retry-After": str(wait)}
-        return error
+        return busy(f"{what}: end a session with DELETE /api/sessions/ID, or retry in {wait} s when an idle "
+                    "one expires", "sessions_full", retry_after=wait)
 
     def add(self, session: Session, prompt_tokens: list[dict]) -> LiveSession:
         """Keep `session` (checked again: others may have been added while it was built)."""
