@@ -150,8 +150,8 @@ def test_generate_n_samples_and_stop_strings(bundled):
     "args, message",
     [
         (("--top-p", "1.5"), "top_p must be in (0, 1], got 1.5"),
-        (("--temperature", "-1"), "temperature must be >= 0 (0 means greedy), got -1.0"),
-        (("--top-k", "0"), "top_k must be a whole number >= 1"),
+        (("--temperature", "-1"), "temperature must be at least 0.0001 (0 means greedy), got -1.0"),
+        (("--top-k", "-1"), "top_k must be a whole number >= 1"),
         (("--samplers", "top_q"), "unknown sampler 'top_q'"),
         (("--top-k", "5", "--samplers", "temperature"), "top_k is set but missing from the sampler order"),
         (("--ban", " unbelievably"), "is 3 tokens, not one"),

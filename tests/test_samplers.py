@@ -170,7 +170,7 @@ def test_stage_does_not_change_its_input(stage):
     out = stage(logits, history)
     assert torch.equal(logits, logits_before) and torch.equal(history.ids, ids_before)
     assert out is not logits and out.data_ptr() != logits.data_ptr()
-    acts = not (isinstance(stage, NoRepeatNGram) and stage.size > 5)  # a 9-gram cannot repeat in 4 ids: a no-op
+    acts = not (isinstance(stage, NoRepeatNGram) and stage.no_repeat_ngram_size > 5)  # a 9-gram cannot repeat in 4 ids: a no-op
     assert torch.equal(out, logits) != acts  # so an in-place change could not have gone unnoticed
 
 
@@ -179,24 +179,24 @@ def test_stage_does_not_change_its_input(stage):
 BAD = [
     (lambda: TopP(1.5), "top_p must be in (0, 1], got 1.5"),
     (lambda: TopP(math.nan), "top_p must be in (0, 1], got nan"),
-    (lambda: Temperature(-1), "temperature must be at least 0.0001 (use greedy, or 0, for the argmax), got -1"),
-    (lambda: Temperature(1e-40), "temperature must be at least 0.0001 (use greedy, or 0, for the argmax), got 1e-40"),
-    (lambda: TopK(0), "top_k must be a whole number >= 1 (leave it unset to keep every token), got 0"),
-    (lambda: TopK(2.5), "top_k must be a whole number >= 1 (leave it unset to keep every token), got 2.5"),
+    (lambda: Temperature(-1), "temperature must be at least 0.0001 (0 means greedy), got -1"),
+    (lambda: Temperature(1e-40), "temperature must be at least 0.0001 (0 means greedy), got 1e-40"),
+    (lambda: TopK(0), "top_k must be a whole number >= 1 (0 or unset keeps every token), got 0"),
+    (lambda: TopK(2.5), "top_k must be a whole number >= 1 (0 or unset keeps every token), got 2.5"),
     (lambda: MinP(2), "min_p must be in [0, 1], got 2"),
     (lambda: TypicalP(0), "typical_p must be in (0, 1], got 0"),
     (lambda: RepetitionPenalty(0), "repetition_penalty must be in [0.0001, 10000], got 0"),
     (lambda: RepetitionPenalty(5e-324), "repetition_penalty must be in [0.0001, 10000], got 5e-324"),
-    (lambda: LogitBias({28: 1e39}), "logit_bias values must be numbers in [-1e+06, 1e+06] or -inf, got 1e+39 for token 28"),
-    (lambda: LogitBias({28: math.nan}), "logit_bias values must be numbers in [-1e+06, 1e+06] or -inf, got nan"),
+    (lambda: LogitBias({28: 1e39}), "to biases in [-1e+06, 1e+06] or -inf, got {28: 1e+39}"),
+    (lambda: LogitBias({28: math.nan}), "to biases in [-1e+06, 1e+06] or -inf, got {28: nan}"),
     (lambda: GenerationConfig(top_n=101), "top_n must be at most 100, got 101"),
     (lambda: GenerationConfig(ban=(2**40,)), "ban must be a list of token ids (whole numbers from 0)"),
     (lambda: PresencePenalty(3), "presence_penalty must be in [-2, 2], got 3"),
     (lambda: FrequencyPenalty(-2.5), "frequency_penalty must be in [-2, 2], got -2.5"),
-    (lambda: NoRepeatNGram(0), "no_repeat_ngram_size must be >= 1, got 0"),
-    (lambda: LogitBias({-1: 1.0}), "logit_bias keys must be token ids (whole numbers from 0), got -1"),
-    (lambda: LogitBias({2**70: 1.0}), "logit_bias keys must be token ids (whole numbers from 0), got 1180591620717411303424"),
-    (lambda: GenerationConfig(temperature=-1), "temperature must be >= 0 (0 means greedy), got -1"),
+    (lambda: NoRepeatNGram(0), "no_repeat_ngram_size must be a whole number >= 1 (0 turns it off), got 0"),
+    (lambda: LogitBias({-1: 1.0}), "logit_bias must map token ids (whole numbers from 0) to biases in [-1e+06, 1e+06] or -inf, got {-1: 1.0}"),
+    (lambda: LogitBias({2**70: 1.0}), "logit_bias must map token ids (whole numbers from 0) to biases in [-1e+06, 1e+06] or -inf, got {1180591620717411303424: 1.0}"),
+    (lambda: GenerationConfig(temperature=-1), "temperature must be at least 0.0001 (0 means greedy), got -1"),
     (lambda: GenerationConfig(top_p=1.5), "top_p must be in (0, 1], got 1.5"),
     (lambda: GenerationConfig(samplers=("top_q",)), "unknown sampler 'top_q'"),
     (lambda: GenerationConfig(top_k=5, samplers=("temperature",)), "top_k is set but missing from the sampler order"),

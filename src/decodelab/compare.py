@@ -14,16 +14,26 @@ from typing import TYPE_CHECKING
 
 from decodelab.errors import BadInput
 from decodelab.metrics import distinct_n, mean_entropy, mean_nucleus_size, repeated_ngram_rate
+from decodelab.samplers import STAGES, Setting, all_settings
+from decodelab.samplers.base import SCALAR_KINDS
 
 if TYPE_CHECKING:
     import pandas
 
-SAMPLING_SETTINGS = {  # strategy word -> (GenerationConfig field, type)
-    "temperature": ("temperature", float), "top_k": ("top_k", int), "top_p": ("top_p", float),
-    "min_p": ("min_p", float), "typical_p": ("typical_p", float), "repetition_penalty": ("repetition_penalty", float),
-    "presence_penalty": ("presence_penalty", float), "frequency_penalty": ("frequency_penalty", float),
-    "no_repeat_ngram": ("no_repeat_ngram_size", int),
-}
+
+
+
+def sampling_words() -> dict[str, Setting]:
+    """Strategy word -> the setting it sets: every numeric setting by name, and a stage's name for its first
+    setting when the two differ (`no_repeat_ngram:3` sets no_repeat_ngram_size)."""
+    words = {declared.name: declared for declared in all_settings() if declared.kind in SCALAR_KINDS}
+    for stage in STAGES.values():
+        first = stage.settings[0]
+        if first.kind in SCALAR_KINDS:
+            words.setdefault(stage.name, first)
+    return words
+
+
 DEFAULT_STRATEGIES = "greedy; beam:5; temperature:0.7; top_k:50; top_p:0.9; min_p:0.05"
 
 
@@ -50,11 +60,12 @@ def _parse_one(label: str) -> Strategy:
         name, _, value = setting.strip().partition(":")
         if name == "beam":
             return Strategy(label, "beam", {"num_beams": _convert(name, value, int)})
-        if name not in SAMPLING_SETTINGS:
-            known = ", ".join(["greedy", "beam:K", *(f"{word}:X" for word in SAMPLING_SETTINGS)])
+        words = sampling_words()
+        if name not in words:
+            known = ", ".join(["greedy", "beam:K", *(f"{word}:X" for word in words)])
             raise BadInput(f"unknown strategy setting {name!r} in {label!r}: use {known}")
-        field_name, kind = SAMPLING_SETTINGS[name]
-        options[field_name] = _convert(name, value, kind)
+        declared = words[name]
+        options[declared.name] = _convert(name, value, int if declared.kind == "int" else float)
     return Strategy(label, "sample", options)
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from decodelab.cli.options import (
     add_chat_options, add_json_option, add_model_option, load_model, positive_int, print_json, read_text,
 )
+from decodelab.cli.sampler_options import add_sampler_flags, sampler_options
 from decodelab.tokens import visible
+
+if TYPE_CHECKING:
+    from decodelab.model import LM
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -28,17 +33,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N")
     group.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    group.add_argument("--temperature", type=float, default=1.0, metavar="T", help=">= 0.0001 (0 = greedy)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K")
-    group.add_argument("--top-p", type=float, default=None, metavar="P")
-    group.add_argument("--min-p", type=float, default=None, metavar="P")
-    group.add_argument("--typical-p", type=float, default=None, metavar="P")
-    group.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
-    group.add_argument("--presence-penalty", type=float, default=0.0, metavar="X")
-    group.add_argument("--frequency-penalty", type=float, default=0.0, metavar="X")
-    group.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
-    group.add_argument("--ban", action="append", default=[], metavar="TOKEN",
-                       help="token id or single-token text that may never be chosen (repeatable)")
+    add_sampler_flags(group)
     group.add_argument("--stop", action="append", default=[], metavar="STRING", help="stop string (repeatable)")
     group.add_argument("--max-time", type=float, default=None, metavar="SECONDS")
     group.add_argument("--seed", type=int, default=None)
@@ -47,30 +42,13 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-n", type=int, default=5, metavar="N", help="alternatives recorded per step (5)")
 
 
-def generation_options(args: argparse.Namespace, lm) -> dict:
+def generation_options(args: argparse.Namespace, lm: LM) -> dict[str, Any]:
     return dict(
-        max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, min_p=args.min_p, typical_p=args.typical_p, repetition_penalty=args.repetition_penalty,
-        presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size, ban=tuple(_token_ids(lm, args.ban)), stop=tuple(args.stop),
-        max_time=args.max_time, seed=args.seed, top_n=args.top_n,
+        max_new_tokens=args.max_new_tokens, greedy=args.greedy, stop=tuple(args.stop), max_time=args.max_time,
+        seed=args.seed, top_n=args.top_n,
         samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()) if args.samplers else None,
+        **sampler_options(args, lm.tokenizer),
     )
-
-
-def _token_ids(lm, tokens: list[str]) -> list[int]:
-    from decodelab.errors import BadInput
-
-    ids = []
-    for token in tokens:
-        if token.isdigit():
-            ids.append(int(token))
-            continue
-        encoded = lm.tokenizer.encode(token, add_special_tokens=False)
-        if len(encoded) != 1:
-            raise BadInput(f"--ban {token!r} is {len(encoded)} tokens, not one: give a token id or a single token")
-        ids.append(encoded[0])
-    return ids
 
 
 def run(args: argparse.Namespace) -> int:

@@ -94,6 +94,8 @@ def validation_message(errors: list[dict]) -> tuple[str, str | None]:
     if error.get("type") == "extra_forbidden":
         name = str(error.get("loc", ("",))[-1])
         return f"unrecognized request argument {name!r}: remove it (see the README for supported fields)", param
+    if error.get("type") == "decodelab_setting":  # a sampler setting's own sentence (server/setting_fields.py)
+        return str(error.get("msg")), param
     if error.get("type") == "missing":
         if param is None:
             return "the request body is missing: send a JSON object with 'Content-Type: application/json'", None

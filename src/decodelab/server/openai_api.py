@@ -16,7 +16,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from decodelab.generation_config import GenerationConfig, parse_token_id
+from decodelab.generation_config import GenerationConfig
 from decodelab.records import Result, Step, StopReason
 from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.limits import kv_cost
@@ -75,16 +75,10 @@ def _max_tokens(lm, requested: int | None, prompt_length: int, default: int) -> 
 
 
 def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int) -> GenerationConfig:
-    return GenerationConfig(
-        max_new_tokens=max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=body.top_p, top_k=body.top_k, min_p=body.min_p, typical_p=body.typical_p,
-        repetition_penalty=body.repetition_penalty,
-        presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias={parse_token_id(token): bias for token, bias in (body.logit_bias or {}).items()},
-        stop=tuple(body.stop or ()), seed=seed,
-        top_n=top_logprobs, trace=top_logprobs > 0,
-    )
+    return GenerationConfig.from_dict({
+        **body.sampler_settings(), "max_new_tokens": max_tokens, "stop": tuple(body.stop or ()), "seed": seed,
+        "top_n": top_logprobs, "trace": top_logprobs > 0,
+    })
 
 
 # --- logprobs, in the two shapes OpenAI uses ---------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Request bodies of the OpenAI-compatible routes, validated field by field (bad values are 400s that say
-which field and why). decodelab's extra samplers ride along as extra body fields: top_k, min_p, typical_p,
-repetition_penalty (the `openai` client sends them with `extra_body={...}`)."""
+which field and why). Every sampler setting is a request field, made from the stage's own declaration: OpenAI's
+(temperature, top_p, presence_penalty, frequency_penalty, logit_bias) and decodelab's extra ones (top_k, min_p,
+...; the `openai` client sends those with `extra_body={...}`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from decodelab.generation_config import parse_token_id
+from decodelab.generation_config import from_json
+from decodelab.samplers import all_settings
+from decodelab.server.setting_fields import setting_fields_model
 
 
 class StreamOptions(BaseModel):
@@ -17,7 +20,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class SamplingRequest(BaseModel):
+class SamplingFields(BaseModel):
+    """The fields every generating route shares; the sampler settings are added below, from the registry."""
+
     # strict: JSON types as sent (`true` is not the token id 1, "0.7" is not a number), as OpenAI takes them
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -25,19 +30,9 @@ class SamplingRequest(BaseModel):
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
     user: str | None = None  # accepted and ignored, as an identifier for the caller's own logs
-    # decodelab's extra samplers
-    top_k: int | None = Field(None, ge=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    typical_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0)
 
     @field_validator("stop")
     @classmethod
@@ -47,14 +42,16 @@ class SamplingRequest(BaseModel):
             raise ValueError("give at most 4 non-empty stop strings")
         return stops
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for token, bias in (value or {}).items():
-            parse_token_id(token)
-            if not -100 <= bias <= 100:
-                raise ValueError(f"biases must be in [-100, 100], got {bias} for token {token}")
-        return value
+    def sampler_settings(self) -> dict[str, Any]:
+        """The sampler settings this request sets, as GenerationConfig fields."""
+        return {declared.name: from_json(declared.name, value) for declared in all_settings()
+                if (value := getattr(self, declared.name)) is not None}
+
+
+if TYPE_CHECKING:
+    SamplingRequest = SamplingFields
+else:
+    SamplingRequest = setting_fields_model("SamplingRequest", SamplingFields)
 
 
 class CompletionRequest(SamplingRequest):

@@ -1,0 +1,52 @@
+"""`SamplerChain`: stages applied in order, itself a stage; `traced()` also says what each stage removed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from decodelab.samplers.base import History, Stage
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one stage did to one row at one step."""
+
+    name: str
+    kept: int  # tokens still possible (finite logit) after the stage
+    removed_mass: float  # probability (before the stage) of the tokens it removed
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kept": self.kept, "removed_mass": self.removed_mass}
+
+
+@dataclass(frozen=True)
+class SamplerChain:
+    """Stages applied in order; itself a stage. `traced()` also reports per stage and row."""
+
+    stages: tuple[Stage, ...] = field(default_factory=tuple)
+    name: ClassVar[str] = "chain"
+    warper: ClassVar[bool] = False
+
+    def __call__(self, logits: torch.Tensor, history: History) -> torch.Tensor:
+        if not self.stages:
+            return logits.clone()  # a new tensor, like every stage
+        for stage in self.stages:
+            logits = stage(logits, history)
+        return logits
+
+    def traced(self, logits: torch.Tensor, history: History) -> tuple[torch.Tensor, list[list[StageReport]]]:
+        """Final logits (B, V) and, per row, one `StageReport` per stage."""
+        reports: list[list[StageReport]] = [[] for _ in range(logits.shape[0])]
+        finite = torch.isfinite(logits)  # (B, V)
+        for stage in self.stages:
+            shaped = stage(logits, history)
+            still = torch.isfinite(shaped)
+            removed = (logits.softmax(dim=-1) * (finite & ~still)).sum(dim=-1)  # (B,)
+            kept = still.sum(dim=-1)
+            for row in range(logits.shape[0]):
+                reports[row].append(StageReport(stage.name, int(kept[row]), float(removed[row])))
+            logits, finite = shaped, still
+        return logits, reports

@@ -1,0 +1,1 @@
+"""The built-in sampler stages, one module each; `decodelab.samplers.registry.load_stages` imports them all."""
