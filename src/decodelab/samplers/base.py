@@ -10,7 +10,7 @@ server request fields, `compare` words and the page's controls are all derived f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -46,6 +46,9 @@ class History:
     prompt_length: int  # the first `prompt_length` columns are the prompt
     step_seeds: tuple[int | None, ...] = ()  # per row: a seed for this step's randomness (None: no draw here)
     memory: Mapping[str, torch.Tensor] = field(default_factory=dict)  # stage name -> its state, (B, ...)
+    # each token's text, id -> str (decoded alone, partial UTF-8 as U+FFFD), for stages that match text such as
+    # DRY's sequence breakers; None when the decoder gives none (such stages then say so)
+    vocabulary: Sequence[str] | None = None
 
     @property
     def generated(self) -> torch.Tensor:
