@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from decodelab.errors import BadInput
-from decodelab.generation_config import GenerationConfig, parse_token_id
+from decodelab.generation_config import GenerationConfig, from_json
 from decodelab.model import make_config
 
 TOP_FOR_PAGE = 50  # labelled candidates per distribution; sampler stages never reorder the raw ranking
@@ -99,20 +99,4 @@ class CompareRequest(PlainPrompt):
 def make_generation_config(values: dict[str, Any] | None, base: GenerationConfig | None = None) -> GenerationConfig:
     """A GenerationConfig from JSON fields; unknown names and bad values are one BadInput each."""
     values = dict(values or {})
-    bias = values.get("logit_bias")
-    if bias is not None:
-        wrong = BadInput(f"logit_bias must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(bias)[:80]}")
-        if not isinstance(bias, dict):
-            raise wrong
-        try:
-            values["logit_bias"] = {parse_token_id(token): float(value) for token, value in bias.items()}
-        except (TypeError, ValueError):
-            raise wrong from None
-    if isinstance(values.get("stop"), str):
-        values["stop"] = (values["stop"],)
-    for name in ("ban", "stop", "stop_token_ids", "samplers"):
-        if values.get(name) is not None:
-            if not isinstance(values[name], list | tuple):
-                raise BadInput(f"{name} must be a list, got {str(values[name])[:80]}")
-            values[name] = tuple(values[name])
-    return make_config(base, values)
+    return make_config(base, {name: from_json(name, value) for name, value in values.items()})
