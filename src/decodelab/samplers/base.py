@@ -144,6 +144,15 @@ class Stage:
     def __call__(self, logits: torch.Tensor, history: History) -> torch.Tensor:
         raise NotImplementedError
 
+    # A stateful stage (mirostat) keeps per-row memory between steps. The decode loop stores it beside the KV
+    # cache (so undo, fork and replay restore it exactly) and hands it back in `History.memory[name]`.
+    stateful: ClassVar[bool] = False
+
+    def remember(self, memory: torch.Tensor | None, final_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """A stateful stage's memory (B, ...) after the selector drew `tokens` (B,) from softmax(final_logits)
+        (B, V); `memory` is None on the first step."""
+        raise NotImplementedError(f"{self.name} is not stateful")
+
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> Stage | None:
         """The stage a config's values ask for, or None when its first setting is off."""

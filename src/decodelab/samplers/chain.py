@@ -50,3 +50,13 @@ class SamplerChain:
                 reports[row].append(StageReport(stage.name, int(kept[row]), float(removed[row])))
             logits, finite = shaped, still
         return logits, reports
+
+    def remember(self, history: History, final_logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The stateful stages' memory after a draw of `tokens` (B,) from softmax(final_logits) (B, V); the
+        memory of stages not in this chain is carried over unchanged."""
+        memory = dict(history.memory)
+        for stage in self.stages:
+            if stage.stateful:
+                memory[stage.name] = stage.remember(history.memory.get(stage.name), final_logits, tokens)
+        return memory
+
