@@ -16,17 +16,26 @@ import httpx
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = os.environ.get("DECODELAB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"no Chromium at {CHROMIUM}: `make` installs Debian's chromium package"),
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}: `make` installs Debian's chromium package"
+    ),
 ]
 
 
@@ -67,9 +76,12 @@ def settle(page) -> None:
 
 def bars(page) -> list[dict]:
     """The bars as the page shows them: id, rank, raw and post-chain probability."""
-    return page.eval_on_selector_all(".bar-row", """rows => rows.map(row => ({
+    return page.eval_on_selector_all(
+        ".bar-row",
+        """rows => rows.map(row => ({
         id: Number(row.dataset.id), rank: Number(row.dataset.rank),
-        raw: Number(row.dataset.raw), post: Number(row.dataset.post)}))""")
+        raw: Number(row.dataset.raw), post: Number(row.dataset.post)}))""",
+    )
 
 
 def step_rows(page) -> int:
@@ -141,11 +153,14 @@ def test_explorer_walkthrough(server, page):
     page.screenshot(path=ARTIFACTS / "explorer.png", full_page=True)
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p, min_p", [
-    (1.3, 40, 0.9, 0.02),
-    (1.6, 0, 0.8, 0),
-    (1.0, 12, 1.0, 0.05),
-])
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p, min_p",
+    [
+        (1.3, 40, 0.9, 0.02),
+        (1.6, 0, 0.8, 0),
+        (1.0, 12, 1.0, 0.05),
+    ],
+)
 def test_page_chain_matches_server(server, page, temperature, top_k, top_p, min_p):
     prompt = "Once upon a time, in a small village,"
     start(page, server.url, prompt)
@@ -153,8 +168,12 @@ def test_page_chain_matches_server(server, page, temperature, top_k, top_p, min_
         page.fill(slider, str(value))
     shown = bars(page)
 
-    config = {"temperature": temperature, "top_k": top_k or None, "top_p": top_p if top_p < 1 else None,
-              "min_p": min_p or None}
+    config = {
+        "temperature": temperature,
+        "top_k": top_k or None,
+        "top_p": top_p if top_p < 1 else None,
+        "min_p": min_p or None,
+    }
     reply = httpx.post(f"{server.url}/api/next", json={"prompt": prompt, "config": config, "top": 50}, timeout=60)
     reply.raise_for_status()
     after = {c["id"]: c["prob"] for c in reply.json()["next"]["after"]}
@@ -184,7 +203,8 @@ def test_page_chain_on_hand_computed_distributions(server, page):
     page.goto(server.url)
     expect(page.locator("#model-info")).to_contain_text("SmolLM2")
     for probs, sliders, expected in CHAIN_CASES:
-        got = page.evaluate("""([probs, sliders]) => {
+        got = page.evaluate(
+            """([probs, sliders]) => {
             const logits = Float32Array.from(probs, Math.log);
             const order = Uint32Array.from(probs.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
             const position = new Uint32Array(order.length);
@@ -192,7 +212,9 @@ def test_page_chain_on_hand_computed_distributions(server, page):
             const chain = decodelab.runChain({logits, order, position},
                 {temperature: 1, topK: 0, topP: 1, minP: 0, greedy: false, ...sliders});
             return probs.map((_, id) => chain.prob(id));
-        }""", [probs, sliders])
+        }""",
+            [probs, sliders],
+        )
         assert got == pytest.approx(expected, abs=1e-6), (probs, sliders)
 
 

@@ -22,7 +22,13 @@ from fastapi import APIRouter, Request
 from decodelab.errors import BadInput
 from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.explorer_schemas import (
-    BeamRequest, CompareRequest, NextRequest, PromptRequest, ScoreRequest, TraceRequest, make_generation_config,
+    BeamRequest,
+    CompareRequest,
+    NextRequest,
+    PromptRequest,
+    ScoreRequest,
+    TraceRequest,
+    make_generation_config,
 )
 from decodelab.server.limits import kv_bytes_per_token, kv_cost
 from decodelab.server.session_api import next_payload, prompt_ids_and_rows
@@ -56,8 +62,12 @@ async def info(request: Request) -> dict:
 @router.get("/stats")
 async def stats(request: Request) -> dict:
     app = _app(request)
-    return {**app.runner.stats.to_dict(), "sessions": len(app.sessions), "session_kv_tokens": app.sessions.kv_tokens(),
-            "max_queue": app.limits.max_queue}
+    return {
+        **app.runner.stats.to_dict(),
+        "sessions": len(app.sessions),
+        "session_kv_tokens": app.sessions.kv_tokens(),
+        "max_queue": app.limits.max_queue,
+    }
 
 
 def _tokenize(lm, body: PromptRequest) -> dict:
@@ -80,8 +90,13 @@ async def tokenize(body: PromptRequest, request: Request) -> dict:
 
 def _next(lm, body: NextRequest, ids: list[int], rows: list[dict]) -> dict:
     session = lm.session(ids, config=make_generation_config(body.config))
-    return finite({"prompt": {"ids": ids, "tokens": rows}, "config": session.config.to_dict(),
-                   "next": next_payload(session, body.top)})
+    return finite(
+        {
+            "prompt": {"ids": ids, "tokens": rows},
+            "config": session.config.to_dict(),
+            "next": next_payload(session, body.top),
+        }
+    )
 
 
 @router.post("/next")
@@ -96,8 +111,9 @@ async def next_token(body: NextRequest, request: Request) -> dict:
 
 async def _prompt_ids(app, body) -> list[int]:
     """The request's prompt as ids, tokenized on the model thread."""
-    return await app.runner.call(lambda: app.lm.prompt_ids(body.prompt_input(), chat=body.is_chat(),
-                                                            system=getattr(body, "system", None)))
+    return await app.runner.call(
+        lambda: app.lm.prompt_ids(body.prompt_input(), chat=body.is_chat(), system=getattr(body, "system", None))
+    )
 
 
 @router.post("/trace", responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
@@ -153,32 +169,45 @@ async def beam(body: BeamRequest, request: Request) -> dict:
     async with app.runner.admit() as ticket:
         ids = await _prompt_ids(app, body)
         ticket.claim(*kv_cost(body.num_beams, len(ids), body.max_new_tokens, app.lm.context_length))
-        result = await app.runner.call(lambda: app.lm.beam_search(
-            ids, num_beams=body.num_beams, max_new_tokens=body.max_new_tokens, length_penalty=body.length_penalty))
+        result = await app.runner.call(
+            lambda: app.lm.beam_search(
+                ids, num_beams=body.num_beams, max_new_tokens=body.max_new_tokens, length_penalty=body.length_penalty
+            )
+        )
         return finite(result.to_dict())
 
 
 def _check_beams(app, beams: int, where: str) -> None:
     if beams > app.limits.max_beams:
-        raise APIError(400, f"{where} is {beams} and this server runs at most {app.limits.max_beams} beams "
-                            "(decodelab serve --max-beams): ask for fewer", param=where)
+        raise APIError(
+            400,
+            f"{where} is {beams} and this server runs at most {app.limits.max_beams} beams "
+            "(decodelab serve --max-beams): ask for fewer",
+            param=where,
+        )
 
 
 @router.post("/compare")
 async def compare(body: CompareRequest, request: Request) -> dict:
-    from decodelab.compare import compare as run_compare, parse_strategies
+    from decodelab.compare import compare as run_compare
+    from decodelab.compare import parse_strategies
 
     app = _app(request)
     strategies = parse_strategies(body.strategies)
     if len(strategies) > app.limits.max_strategies:
-        raise APIError(400, f"strategies names {len(strategies)} strategies and this server compares at most "
-                            f"{app.limits.max_strategies} at once: send fewer", param="strategies")
+        raise APIError(
+            400,
+            f"strategies names {len(strategies)} strategies and this server compares at most "
+            f"{app.limits.max_strategies} at once: send fewer",
+            param="strategies",
+        )
     rows = [strategy.options.get("num_beams", 1) for strategy in strategies]
     for strategy, beams in zip(strategies, rows):
         _check_beams(app, beams, f"strategy {strategy.label!r}")
     async with app.runner.admit() as ticket:
         ids = await _prompt_ids(app, body)
         ticket.claim(*kv_cost(max(rows), len(ids), body.max_new_tokens, app.lm.context_length))  # one at a time
-        outcomes: Any = await app.runner.call(lambda: run_compare(
-            app.lm, ids, strategies, seed=body.seed, max_new_tokens=body.max_new_tokens))
+        outcomes: Any = await app.runner.call(
+            lambda: run_compare(app.lm, ids, strategies, seed=body.seed, max_new_tokens=body.max_new_tokens)
+        )
         return finite({"outcomes": [outcome.to_dict() for outcome in outcomes]})
