@@ -1,11 +1,14 @@
 """decodelab's own endpoints, used by the web explorer (and by anyone scripting against the server).
 
-    GET  /api/info                       model, context, vocabulary size, chat template, the server's limits
+    GET  /api/info                       model, context, vocabulary size, chat template, the server's limits,
+                                         and the sampler stages (from the registry) for the page's controls
     GET  /api/stats                      runner counters (admitted, rejected, cancelled, tokens, ...)
     POST /api/tokenize                   the token view of a prompt
     POST /api/next                       the next-token distribution: raw and after the sampler chain
     POST /api/trace                      a generation as server-sent events: one `step` per token, then `result`
     POST /api/score | /api/beam | /api/compare
+    POST /api/sessions/{id}/distribution a session's next-token distribution under another config (the page
+                                         asks when a stage it does not run itself is on)
     /api/sessions/...                    step through a prompt token by token (see `session_api`)
 
 Every route that runs on the model thread is admitted first (429 with Retry-After when the queue is full)
@@ -17,21 +20,27 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import torch
 from fastapi import APIRouter, Request
+from pydantic import Field
 
 from decodelab.errors import BadInput
+from decodelab.generation_config import GenerationConfig
+from decodelab.samplers import DEFAULT_ORDER, describe_stages
 from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.explorer_schemas import (
+    TOP_FOR_PAGE,
     BeamRequest,
     CompareRequest,
     NextRequest,
     PromptRequest,
     ScoreRequest,
+    StepRequest,
     TraceRequest,
     make_generation_config,
 )
 from decodelab.server.limits import kv_bytes_per_token, kv_cost
-from decodelab.server.session_api import next_payload, prompt_ids_and_rows
+from decodelab.server.session_api import Secret, next_payload, prompt_ids_and_rows
 from decodelab.server.sse import EventStream, event, finite
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -56,6 +65,8 @@ async def info(request: Request) -> dict:
         "limits": app.limits.to_dict(),
         "kv_bytes_per_token": kv_bytes_per_token(lm.backend),
         "api_key_required": app.api_key is not None,
+        "stages": describe_stages(),  # every sampler stage and its settings: the page builds its controls from it
+        "default_order": list(DEFAULT_ORDER),
     }
 
 
@@ -107,6 +118,69 @@ async def next_token(body: NextRequest, request: Request) -> dict:
         ids, rows = await app.runner.call(prompt_ids_and_rows, app.lm, body)
         ticket.claim(*kv_cost(1, len(ids), 0, app.lm.context_length))
         return await app.runner.call(_next, app.lm, body, ids, rows)
+
+
+class DistributionRequest(StepRequest):
+    """A config to look through, as a step would send it; the session keeps its own."""
+
+    ids: list[int] = Field(default_factory=list, max_length=1000)  # tokens whose probability to report
+    top: int = Field(TOP_FOR_PAGE, ge=1, le=1000)
+
+
+def _session_distribution(live, body: DistributionRequest) -> dict:
+    """The session's next-token distribution after the chain `body` configures, the session left as it was."""
+    session = live.session
+    reason = session.stop_reason
+    if reason is not None and reason.kind == "context_full":
+        raise BadInput("the context is full: there is no next token to look at; undo some tokens or start over")
+    own = session.config
+    try:  # the session's chain for this one look, then its own again
+        if body.config is not None:
+            session.configure(make_generation_config(body.config, GenerationConfig(seed=session.seed)))
+        session.configure(greedy=body.greedy)
+        config = session.config
+        raw, after = session.distribution(), session.distribution(after_samplers=True)
+    finally:
+        session.configure(own)
+    vocab_size = raw.logits.numel()
+    outside = [token for token in body.ids if not 0 <= token < vocab_size]
+    if outside:
+        raise BadInput(f"ids must be token ids in [0, {vocab_size}), got {outside[0]!r}")
+    possible = torch.isfinite(after.logits)  # (V,) tokens the chain left
+    if not bool(possible.any()):
+        raise BadInput("the sampler chain removed every token: leave at least one token allowed")
+    choice = int(after.logits.argmax())
+    probs = after.probs  # (V,)
+    if config.is_greedy:  # the argmax is certain
+        probs = (torch.arange(vocab_size) == choice).float()
+    return finite(
+        {
+            "config": config.to_dict(),
+            "greedy": config.is_greedy,
+            "argmax": choice,
+            "kept": 1 if config.is_greedy else int(possible.sum()),
+            "kept_raw_mass": raw.prob(choice) if config.is_greedy else float(raw.probs[possible].sum()),
+            "entropy": after.entropy,  # of the chain's distribution, before a greedy pick
+            "probs": [float(probs[token]) for token in body.ids],
+            "after": [
+                {**c.to_dict(), "prob": float(probs[c.id]), "raw_prob": raw.prob(c.id)}
+                for c in after.top(body.top)
+                if float(probs[c.id]) > 0
+            ],
+        }
+    )
+
+
+@router.post("/sessions/{session_id}/distribution")
+async def session_distribution(
+    session_id: str, body: DistributionRequest, request: Request, secret: Secret = None
+) -> dict:
+    """A session's next-token distribution under `config` (and `greedy`), without changing the session: what a
+    step would draw from. `probs` answers for `ids`; `after` lists the `top` most likely tokens."""
+    app = _app(request)
+    live = app.sessions.get(session_id, secret)
+    async with app.runner.admit():
+        return await app.runner.call(_session_distribution, live, body)
 
 
 async def _prompt_ids(app, body) -> list[int]:
