@@ -1,9 +1,12 @@
 """The web explorer at `/`, driven in a real headless Chromium (Debian's, through Playwright for Python).
 
 A person's path through the page: type a prompt, see the bars, reshape them with the sliders (no request
-is made), click a candidate, step, generate, undo. The page re-runs the sampler chain itself, so a parity
-test checks its probabilities against the server's `after` for the same settings. Screenshots are saved
-in tests/artifacts/ for a human to look at.
+is made), click a candidate, step, generate, undo. The sampler controls are built from /api/info's stage
+list, so a test checks that every declared slider is on the page. The page re-runs the stages it knows
+(temperature, top-nσ, top-k, top-p, min-p, epsilon and eta cutoffs), so a parity test checks its
+probabilities against the server's `after` for the same settings; any other stage that is on (a penalty,
+typical-p, ...) is computed by the server, and a test checks that the page then shows the server's
+distribution. Screenshots are saved in tests/artifacts/ for a human to look at.
 """
 
 from __future__ import annotations
@@ -74,14 +77,55 @@ def settle(page) -> None:
     expect(page.locator("body")).to_have_attribute("data-busy", "0")
 
 
-def bars(page) -> list[dict]:
-    """The bars as the page shows them: id, rank, raw and post-chain probability."""
+def bars(page, source: str = "page") -> list[dict]:
+    """The bars as the page shows them: id, rank, raw and post-chain probability (computed by `source`)."""
+    expect(page.locator("#bars")).to_have_attribute("data-source", source)
     return page.eval_on_selector_all(
         ".bar-row",
         """rows => rows.map(row => ({
         id: Number(row.dataset.id), rank: Number(row.dataset.rank),
         raw: Number(row.dataset.raw), post: Number(row.dataset.post)}))""",
     )
+
+
+def control_id(setting: str) -> str:
+    return "#" + setting.replace("_", "-")
+
+
+def info(server) -> dict:
+    reply = httpx.get(f"{server.url}/api/info", timeout=60)
+    reply.raise_for_status()
+    return reply.json()
+
+
+def declared_settings(server) -> dict[str, dict]:
+    """Every setting /api/info declares, by name."""
+    return {setting["name"]: setting for stage in info(server)["stages"] for setting in stage["settings"]}
+
+
+def set_controls(page, values: dict) -> dict:
+    """Move the controls to `values` (setting -> number); the values the page now holds, as it reads them."""
+    for name, value in values.items():
+        page.fill(control_id(name), str(value))
+    return {name: float(page.input_value(control_id(name))) for name in values}
+
+
+def config_for(values: dict, declared: dict[str, dict]) -> dict:
+    """The config the server gets for these control values: each setting not at one of its "off" values."""
+    return {
+        name: int(value) if declared[name]["kind"] == "int" else value
+        for name, value in values.items()
+        if value not in declared[name]["off"]
+    }
+
+
+def server_after(server, prompt: str, config: dict, top: int = 50) -> tuple[dict, dict]:
+    """The server's next-token distribution for `prompt`: {id: prob} raw and after the chain."""
+    reply = httpx.post(f"{server.url}/api/next", json={"prompt": prompt, "config": config, "top": top}, timeout=60)
+    reply.raise_for_status()
+    after = {c["id"]: c["prob"] for c in reply.json()["next"]["after"]}
+    raw = {c["id"]: c["prob"] for c in reply.json()["next"]["top"]}
+    return raw, after
 
 
 def step_rows(page) -> int:
@@ -154,31 +198,30 @@ def test_explorer_walkthrough(server, page):
 
 
 @pytest.mark.parametrize(
-    "temperature, top_k, top_p, min_p",
+    "sliders",
     [
-        (1.3, 40, 0.9, 0.02),
-        (1.6, 0, 0.8, 0),
-        (1.0, 12, 1.0, 0.05),
+        {"temperature": 1.3, "top_k": 40, "top_p": 0.9, "min_p": 0.02},
+        {"temperature": 1.6, "top_p": 0.8},
+        {"top_k": 12, "min_p": 0.05},
+        {"temperature": 1.5, "top_n_sigma": 1.5, "top_p": 0.95},
+        {"temperature": 1.2, "epsilon_cutoff": 0.001},
+        {"temperature": 1.4, "eta_cutoff": 0.002},
     ],
+    ids=lambda sliders: ",".join(sliders),
 )
-def test_page_chain_matches_server(server, page, temperature, top_k, top_p, min_p):
+def test_page_chain_matches_server(server, page, sliders):
+    declared = declared_settings(server)
+    missing = [name for name in sliders if name not in declared]
+    if missing:
+        pytest.skip(f"this server has no {missing[0]} stage yet")
     prompt = "Once upon a time, in a small village,"
     start(page, server.url, prompt)
-    for slider, value in (("#temperature", temperature), ("#top-k", top_k), ("#top-p", top_p), ("#min-p", min_p)):
-        page.fill(slider, str(value))
-    shown = bars(page)
+    values = set_controls(page, sliders)
+    shown = bars(page)  # computed in the page: these stages all run there
 
-    config = {
-        "temperature": temperature,
-        "top_k": top_k or None,
-        "top_p": top_p if top_p < 1 else None,
-        "min_p": min_p or None,
-    }
-    reply = httpx.post(f"{server.url}/api/next", json={"prompt": prompt, "config": config, "top": 50}, timeout=60)
-    reply.raise_for_status()
-    after = {c["id"]: c["prob"] for c in reply.json()["next"]["after"]}
-    raw = {c["id"]: c["prob"] for c in reply.json()["next"]["top"]}
-
+    config = config_for(values, declared)
+    assert page.evaluate("decodelab.samplerConfig()") == config
+    raw, after = server_after(server, prompt, config)
     assert [bar["id"] for bar in shown] == list(raw)[:20]  # the model's own ranking
     for bar in shown:
         assert bar["raw"] == pytest.approx(raw[bar["id"]], abs=1e-4)
@@ -189,33 +232,91 @@ def test_page_chain_matches_server(server, page, temperature, top_k, top_p, min_
 
 
 CHAIN_CASES = [  # (probabilities of ids 0..3, sliders, expected probabilities after the page's chain)
-    ([0.1, 0.2, 0.3, 0.4], {"topP": 0.7}, [0, 0, 0.428571, 0.571429]),
-    ([0.1, 0.2, 0.3, 0.4], {"topK": 2}, [0, 0, 0.428571, 0.571429]),
-    ([0.1, 0.2, 0.3, 0.4], {"minP": 0.4}, [0, 0.222222, 0.333333, 0.444444]),
+    ([0.1, 0.2, 0.3, 0.4], {"top_p": 0.7}, [0, 0, 0.428571, 0.571429]),
+    ([0.1, 0.2, 0.3, 0.4], {"top_k": 2}, [0, 0, 0.428571, 0.571429]),
+    ([0.1, 0.2, 0.3, 0.4], {"min_p": 0.4}, [0, 0.222222, 0.333333, 0.444444]),
     ([0.1, 0.2, 0.3, 0.4], {"temperature": 0.5}, [0.033333, 0.133333, 0.3, 0.533333]),
-    ([0.1, 0.2, 0.3, 0.4], {"temperature": 2, "topP": 0.5}, [0, 0, 0.464102, 0.535898]),
-    ([0.25, 0.25, 0.25, 0.25], {"topK": 1}, [0.25, 0.25, 0.25, 0.25]),  # ties with the k-th stay
+    ([0.1, 0.2, 0.3, 0.4], {"temperature": 2, "top_p": 0.5}, [0, 0, 0.464102, 0.535898]),
+    ([0.25, 0.25, 0.25, 0.25], {"top_k": 1}, [0.25, 0.25, 0.25, 0.25]),  # ties with the k-th stay
     ([0.1, 0.2, 0.3, 0.4], {"greedy": True}, [0, 0, 0, 1]),
+    # top-nσ: logits ln p have mean -1.508072 and population std 0.520627 (max -0.916291)
+    ([0.1, 0.2, 0.3, 0.4], {"top_n_sigma": 1}, [0, 0, 0.428571, 0.571429]),  # keeps logits >= -1.436918
+    ([0.1, 0.2, 0.3, 0.4], {"top_n_sigma": 2}, [0, 0.222222, 0.333333, 0.444444]),  # >= -1.957545
+    # ... on the temperature-scaled logits: T = 2 halves the std and the gaps alike, so the same two stay
+    ([0.1, 0.2, 0.3, 0.4], {"temperature": 2, "top_n_sigma": 1}, [0, 0, 0.464102, 0.535898]),
+    ([0.1, 0.2, 0.3, 0.4], {"epsilon_cutoff": 0.25}, [0, 0, 0.428571, 0.571429]),  # keeps p >= 0.25
+    ([0.1, 0.2, 0.3, 0.4], {"epsilon_cutoff": 0.5}, [0, 0, 0, 1]),  # the top token always stays
+    # eta: H = 1.279854 nats, so eta = min(0.2, sqrt(0.2) * exp(-H)) = min(0.2, 0.124355): keeps p >= 0.124
+    ([0.1, 0.2, 0.3, 0.4], {"eta_cutoff": 0.2}, [0, 0.222222, 0.333333, 0.444444]),
+    # eta = min(0.05, 0.062178) = 0.05: keeps all
+    ([0.1, 0.2, 0.3, 0.4], {"eta_cutoff": 0.05}, [0.1, 0.2, 0.3, 0.4]),
 ]
 
 
 def test_page_chain_on_hand_computed_distributions(server, page):
     page.goto(server.url)
     expect(page.locator("#model-info")).to_contain_text("SmolLM2")
+    declared = declared_settings(server)
+    ran = 0
     for probs, sliders, expected in CHAIN_CASES:
+        values = {name: value for name, value in sliders.items() if name != "greedy"}
+        if any(name not in declared for name in values):
+            continue  # a stage this server does not have (yet)
         got = page.evaluate(
-            """([probs, sliders]) => {
+            """([probs, values, greedy]) => {
             const logits = Float32Array.from(probs, Math.log);
             const order = Uint32Array.from(probs.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
             const position = new Uint32Array(order.length);
             order.forEach((id, j) => { position[id] = j; });
-            const chain = decodelab.runChain({logits, order, position},
-                {temperature: 1, topK: 0, topP: 1, minP: 0, greedy: false, ...sliders});
+            const plan = decodelab.chainPlan(values, greedy);
+            if (!plan.local) throw new Error(`not run in the page: ${JSON.stringify(plan)}`);
+            const chain = decodelab.runChain({logits, order, position}, plan);
             return probs.map((_, id) => chain.prob(id));
         }""",
-            [probs, sliders],
+            [probs, values, bool(sliders.get("greedy"))],
         )
         assert got == pytest.approx(expected, abs=1e-6), (probs, sliders)
+        ran += 1
+    assert ran >= 7
+
+
+def test_every_declared_slider_has_a_control(server, page):
+    """The controls come from /api/info: one per numeric setting with a slider, in the default order,
+    labelled with the setting's name and help; a value that turns its stage off reads "off"."""
+    page.goto(server.url)
+    expect(page.locator("#model-info")).to_contain_text("SmolLM2")
+    served = info(server)
+    stages = {stage["name"]: stage for stage in served["stages"]}
+    assert served["default_order"] == [stage["name"] for stage in served["stages"]]
+    declared = [
+        {**setting, "stage": name}
+        for name in served["default_order"]
+        for setting in stages[name]["settings"]
+        if setting["kind"] in ("float", "int") and setting["slider"]
+    ]
+    assert {"temperature", "top_k", "top_p", "min_p", "repetition_penalty"} <= {s["name"] for s in declared}
+    shown = page.eval_on_selector_all("#sampler-controls input[type=range]", "inputs => inputs.map(i => i.id)")
+    assert shown == [setting["name"].replace("_", "-") for setting in declared]  # all of them, in order
+    local = page.evaluate("Object.fromEntries(decodelab.page.stages.map(s => [s.name, decodelab.runsLocally(s)]))")
+    assert {name for name, runs in local.items() if runs} >= {"temperature", "top_k", "top_p", "min_p"}
+    for setting in declared:
+        control = page.locator(control_id(setting["name"]))
+        low, high, step = setting["slider"]
+        assert float(control.get_attribute("step")) == step
+        assert float(control.get_attribute("min")) <= low and float(control.get_attribute("max")) >= high
+        label = page.locator(f"label.slider[data-setting={setting['name']}]")
+        assert setting["name"].replace("_", "-") in label.locator(".name").text_content()
+        assert setting["help"] in label.get_attribute("title")
+        assert ("computed by the server" in label.get_attribute("title")) == (not local[setting["stage"]])
+        offs = [value for value in setting["off"] if isinstance(value, (int, float))]
+        if not offs and setting["name"] == stages[setting["stage"]]["settings"][0]["name"]:
+            offs = [low]  # a stage that is off only when unset is off at the slider's low end
+        for off in offs:
+            if low <= off <= high:
+                page.fill(control_id(setting["name"]), str(off))
+                shown_value = "0 (greedy)" if setting["name"] == "temperature" and off == 0 else "off"
+                expect(page.locator(control_id(setting["name"]) + "-value")).to_have_text(shown_value)
+    assert page.evaluate("decodelab.samplerConfig()") == {}  # every stage off: nothing to send
 
 
 def test_greedy_shows_the_argmax_only_and_stops(server, page):
@@ -233,6 +334,67 @@ def test_greedy_shows_the_argmax_only_and_stops(server, page):
     expect(page.locator("#steps tbody tr")).to_have_count(len(steps))
     expect(page.locator("#stop-reason")).to_contain_text(f"Generated {len(steps)} of 40. Stopped: stop token")
     assert "Paris" in page.locator("#generated-text").text_content()
+
+
+def test_a_stage_the_page_does_not_run_shows_the_servers_distribution(server, page):
+    """repetition_penalty runs on the server only: with it on, the bars show the server's distribution for
+    the session's text under the page's settings (and say so), a step draws from what is shown, and the
+    next state is asked for again. Greedy keeps the penalty (it is not a warper), so the argmax is the server's."""
+    prompt = "the cat and the dog and the cat and the dog and the"
+    start(page, server.url, prompt)
+    declared = declared_settings(server)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    values = set_controls(page, {"temperature": 0.8, "top_k": 20, "repetition_penalty": 1.5})
+    shown = bars(page, "server")
+    expect(page.locator("#dist-summary")).to_contain_text("computed by the server")
+    assert requests and all(url.endswith("/distribution") for url in requests), requests
+
+    config = config_for(values, declared)
+    assert config == {"temperature": 0.8, "top_k": 20, "repetition_penalty": 1.5}
+    _, after = server_after(server, prompt, config)  # the same state: the prompt alone
+    for bar in shown:
+        assert bar["post"] == pytest.approx(after.get(bar["id"], 0.0), abs=1e-4), bar
+    # The penalty matters here: the page's own stages alone would show another distribution.
+    without = page.evaluate("""() => {
+        const plan = decodelab.chainPlan({temperature: 0.8, top_k: 20}, false);
+        const chain = decodelab.runChain(decodelab.page.dist, plan);
+        return Array.from(decodelab.page.dist.order.slice(0, 20), (id) => chain.prob(id));
+    }""")
+    assert max(abs(bar["post"] - p) for bar, p in zip(shown, without)) > 0.01
+
+    # A sample step draws from the distribution shown, under the same config; the new state is asked for.
+    shown_by_id = {bar["id"]: bar["post"] for bar in shown}
+    page.click("#sample-step")
+    settle(page)
+    state = page.evaluate("decodelab.page.state")
+    assert state["config"]["repetition_penalty"] == 1.5 and state["config"]["top_k"] == 20
+    last = state["steps"][-1]
+    if last["id"] in shown_by_id:
+        assert last["prob"] == pytest.approx(shown_by_id[last["id"]], abs=1e-4)
+    ids = state["prompt"]["ids"] + [step["id"] for step in state["steps"]]
+    shown = bars(page, "server")
+    _, after = server_after(server, ids, config)
+    for bar in shown:
+        assert bar["post"] == pytest.approx(after.get(bar["id"], 0.0), abs=1e-4), bar
+
+    # Greedy leaves out the warpers but keeps the penalty: the server's argmax gets it all.
+    page.check("#greedy")
+    shown = bars(page, "server")
+    _, penalized = server_after(server, ids, {"repetition_penalty": 1.5})
+    argmax = max(penalized, key=penalized.get)
+    assert [bar["id"] for bar in shown if bar["post"] == 1] == [argmax]
+    assert all(bar["post"] == 0 for bar in shown if bar["id"] != argmax)
+
+    # Penalty off again: back to the page's own chain, without asking.
+    page.uncheck("#greedy")
+    page.fill("#repetition-penalty", "1")
+    expect(page.locator("#repetition-penalty-value")).to_have_text("off")
+    bars(page, "page")
+    expect(page.locator("#dist-summary")).not_to_contain_text("computed by the server")
+    expect(page.locator("#error")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "explorer-server-stage.png", full_page=True)
 
 
 def test_korean_prompt_and_reply(server, page):

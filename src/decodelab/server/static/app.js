@@ -1,12 +1,18 @@
 // decodelab web explorer: one session on the server, the sampler chain re-run here as the sliders move.
 //
-// The server sends the raw logits of the whole vocabulary with every state (base64 float32). chain.js
-// applies temperature -> top_k -> top_p -> min_p to them exactly as decodelab/samplers.py does, so the bars
-// change without a round trip, and a step sends the same settings so the server draws from what is shown.
-// utf8.js finds which character a partial-byte token helps to spell.
+// The sampler controls are built from /api/info's stage list (the server's registry): one slider per numeric
+// setting that declares a slider, in the default order. The server sends the raw logits of the whole
+// vocabulary with every state (base64 float32); when every stage that is on is one chain.js runs, the page
+// applies them itself, so the bars change without a round trip. Otherwise it asks the server for the
+// distribution after the chain (POST /api/sessions/{id}/distribution) and says so. A step sends the same
+// settings, so the server draws from what is shown. utf8.js finds which character a partial-byte token
+// helps to spell.
 "use strict";
 
 const BARS = 20; // candidates shown, in the model's own (raw) order
+const SCALAR_KINDS = ["float", "int"]; // setting kinds a slider can set
+const GREEDY_SETTING = "temperature"; // 0 means greedy (GenerationConfig.is_greedy)
+const SERVER_DELAY_MS = 120; // wait for the sliders to rest before asking the server
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -15,6 +21,10 @@ const page = {
   dist: null, // the prepared next-token distribution of that state (see prepareDistribution)
   promptText: "", // the decoded prompt, taken when the session starts
   lastGenerate: null, // {asked, got} of the last Generate N, for the stop line
+  stages: [], // /api/info's stages, in the default order
+  controls: [], // one per slider: {setting, stage, input, output}
+  version: 0, // counts the states shown, so a late answer from the server is not shown for a newer state
+  server: null, // the server's distribution for the bars: {key, reply, error, timer}
 };
 
 // ---------- the server ----------
@@ -83,35 +93,122 @@ async function action(run) {
   }
 }
 
-// ---------- the sliders ----------
+// ---------- the sampler controls ----------
 
-function settings() {
-  return {
-    temperature: Number($("temperature").value),
-    topK: Number($("top-k").value),
-    topP: Number($("top-p").value),
-    minP: Number($("min-p").value),
-    greedy: $("greedy").checked,
-  };
+// One slider per numeric setting that declares one (low, high, step), stages in the default order.
+function buildControls(info) {
+  const byName = new Map(info.stages.map((stage) => [stage.name, stage]));
+  page.stages = info.default_order.map((name) => byName.get(name)).filter(Boolean).map((stage) => ({
+    ...stage, settings: stage.settings.map((setting, index) => ({ ...setting, offValues: offValues(setting, index) })),
+  }));
+  page.controls = [];
+  const box = $("sampler-controls");
+  box.replaceChildren();
+  for (const stage of page.stages) {
+    const local = runsLocally(stage);
+    for (const setting of stage.settings) {
+      if (!SCALAR_KINDS.includes(setting.kind) || !setting.slider) continue;
+      const [low, high, step] = setting.slider;
+      const id = setting.name.replaceAll("_", "-");
+      const value = initialValue(setting);
+      const input = document.createElement("input");
+      Object.assign(input, { id, type: "range", min: Math.min(low, value), max: Math.max(high, value), step });
+      input.value = value;
+      input.dataset.stage = stage.name;
+      const output = element("output", "", "");
+      output.id = `${id}-value`;
+      output.htmlFor = id;
+      const name = element("span", "name", id);
+      const label = element("label", local ? "slider" : "slider server");
+      label.title = `${setting.name}: ${setting.help}` + (local ? "" : " — computed by the server");
+      label.dataset.setting = setting.name;
+      if (!local) name.append(element("span", "where", "server"));
+      label.append(name, input, output);
+      box.append(label);
+      input.addEventListener("input", slidersMoved);
+      page.controls.push({ setting, stage, input, output });
+    }
+  }
+  showSliderValues();
 }
 
-// The GenerationConfig fields for the server: the same chain the bars show (0 / 1 mean "off").
+// The numbers that turn a setting's stage off. A slider cannot be "unset": a stage whose first setting is off
+// only when unset (null) is off at the slider's low end.
+function offValues(setting, index) {
+  const numbers = setting.off.filter((value) => typeof value === "number");
+  return numbers.length || index > 0 || !setting.slider ? numbers : [setting.slider[0]];
+}
+
+// What a control starts at: the setting's default, else the first number that means "off".
+function initialValue(setting) {
+  const value = [setting.default, ...setting.offValues].find((v) => typeof v === "number");
+  return value === undefined ? setting.slider[0] : value;
+}
+
+function controlValue(control) {
+  const value = Number(control.input.value);
+  return control.setting.kind === "int" ? Math.round(value) : value;
+}
+
+function isOff(setting, value) {
+  return setting.offValues.includes(value);
+}
+
+// The controls' values by setting name, and the greedy checkbox.
+function settings() {
+  const values = {};
+  for (const control of page.controls) values[control.setting.name] = controlValue(control);
+  return { values, greedy: $("greedy").checked };
+}
+
+function isGreedy(s) {
+  return s.greedy || s.values[GREEDY_SETTING] === 0;
+}
+
+// The GenerationConfig fields for the server: the settings of every stage that is on (its first setting is
+// not at a value meaning "off"); a stage that is off sends nothing.
 function samplerConfig() {
-  const s = settings();
-  return {
-    temperature: s.temperature,
-    top_k: s.topK > 0 ? s.topK : null,
-    top_p: s.topP < 1 ? s.topP : null,
-    min_p: s.minP > 0 ? s.minP : null,
-  };
+  const { values } = settings();
+  return Object.assign({}, ...chainPlan(values, false).stages.map((stage) => stage.values));
+}
+
+// The stages that are on, in order, with their settings; greedy leaves out the warpers (as the server does).
+// `local`: chain.js runs them all, so the page can reshape the bars itself.
+function chainPlan(values, greedy) {
+  const stages = [];
+  for (const stage of page.stages) {
+    if (greedy && stage.warper) continue;
+    const first = stage.settings[0];
+    if (!(first.name in values) || isOff(first, values[first.name])) continue;
+    const own = {};
+    for (const setting of stage.settings) if (setting.name in values) own[setting.name] = values[setting.name];
+    stages.push({ name: stage.name, values: own, local: runsLocally(stage) });
+  }
+  return { greedy, stages, local: stages.every((stage) => stage.local) };
+}
+
+function decimals(step) {
+  for (let places = 0; places < 10; places++) {
+    const scaled = step * 10 ** places;
+    if (Math.abs(scaled - Math.round(scaled)) < 1e-9) return places;
+  }
+  return 10;
+}
+
+function formatValue(control) {
+  const { setting } = control;
+  const value = controlValue(control);
+  if (isOff(setting, value)) return setting.name === GREEDY_SETTING && value === 0 ? "0 (greedy)" : "off";
+  return setting.kind === "int" ? String(value) : value.toFixed(decimals(setting.slider[2]));
 }
 
 function showSliderValues() {
-  const s = settings();
-  $("temperature-value").textContent = s.temperature === 0 ? "0 (greedy)" : s.temperature.toFixed(2);
-  $("top-k-value").textContent = s.topK > 0 ? String(s.topK) : "off";
-  $("top-p-value").textContent = s.topP < 1 ? s.topP.toFixed(2) : "off";
-  $("min-p-value").textContent = s.minP > 0 ? s.minP.toFixed(2) : "off";
+  for (const control of page.controls) control.output.textContent = formatValue(control);
+}
+
+function slidersMoved() {
+  showSliderValues();
+  renderBars(); // local stages: no request; others: one request once the sliders rest
 }
 
 // ---------- rendering ----------
@@ -219,6 +316,7 @@ function renderState() {
 
   renderStopLine();
   page.dist = state.next ? prepareDistribution(state.next) : null;
+  page.version += 1;
   renderBars();
 }
 
@@ -240,39 +338,111 @@ function renderStopLine() {
   line.classList.toggle("stopped", Boolean(state.stop_reason));
 }
 
+// The chain's distribution for the bars: run here when every stage that is on runs locally, else the
+// server's answer for this state and these settings (null while it is asked for).
+function currentChain() {
+  const s = settings();
+  const plan = chainPlan(s.values, isGreedy(s));
+  if (plan.local) {
+    page.server = cancelServer(page.server);
+    const chain = runChain(page.dist, plan);
+    const keptMass = page.dist.order.slice(0, chain.kept).reduce((sum, id) => sum + page.dist.raw.prob(id), 0);
+    return { ...chain, keptMass, source: "page" };
+  }
+  const key = JSON.stringify([page.version, samplerConfig(), plan.greedy]);
+  const server = page.server;
+  if (server && server.key === key) {
+    if (server.reply) return serverChain(server, plan);
+    if (server.error) return { error: server.error, plan };
+    return { pending: true, plan };
+  }
+  page.server = cancelServer(server);
+  askServer(key, plan);
+  return { pending: true, plan };
+}
+
+function cancelServer(server) {
+  if (server && server.timer) clearTimeout(server.timer);
+  return null;
+}
+
+// Ask for the session's distribution after the chain once the sliders rest; show it if nothing moved since.
+function askServer(key, plan) {
+  const ids = Array.from(page.dist.order.slice(0, Math.min(BARS, page.dist.order.length)));
+  const body = { config: samplerConfig(), greedy: plan.greedy, ids };
+  const server = { key, ids };
+  server.timer = setTimeout(async () => {
+    server.timer = null;
+    try {
+      server.reply = await api(`/api/sessions/${page.state.id}/distribution`, body);
+    } catch (error) {
+      server.error = error.message;
+      showError(error.message);
+    }
+    if (page.server === server) renderBars();
+  }, SERVER_DELAY_MS);
+  page.server = server;
+}
+
+function serverChain({ reply, ids }, plan) {
+  const probs = new Map(reply.probs.map((p, index) => [ids[index], p]));
+  const stages = plan.stages.map((stage) => ({ name: stage.name, server: !stage.local }));
+  if (reply.greedy) stages.push({ name: "greedy" });
+  return {
+    kept: reply.kept, greedy: reply.greedy, stages, keptMass: reply.kept_raw_mass, source: "server",
+    prob: (id) => (probs.has(id) ? probs.get(id) : reply.argmax === id && reply.greedy ? 1 : 0),
+  };
+}
+
+function stageName(name) {
+  return name.replaceAll("_", "-");
+}
+
 function renderBars() {
   const list = $("bars");
   const summary = $("dist-summary");
   list.replaceChildren();
   if (!page.dist) {
+    list.dataset.source = "none";
     summary.textContent = page.state
       ? "The context is full: undo some tokens or start over."
       : "Start a prompt to see the next-token distribution.";
     return;
   }
   const dist = page.dist;
-  const chain = runChain(dist, settings());
-  const keptMass = dist.order.slice(0, chain.kept).reduce((sum, id) => sum + dist.raw.prob(id), 0);
+  const chain = currentChain();
+  const known = !chain.pending && !chain.error;
+  list.dataset.source = known ? chain.source : chain.pending ? "pending" : "error";
   const count = (n) => n.toLocaleString("en");
-  const stages = chain.stages.map((stage) => `${stage.name.replace("_", "-")} → ${count(stage.kept)}`);
-  summary.textContent = `entropy ${dist.entropy.toFixed(2)} nats · ` +
-    (stages.length ? `${stages.join(" · ")} · ` : "no sampler stage · ") +
-    `${count(chain.kept)} of ${count(dist.logits.length)} tokens possible, ${percent(keptMass)} of the raw mass`;
+  const entropy = `entropy ${dist.entropy.toFixed(2)} nats · `;
+  if (!known) {
+    const names = chain.plan.stages.filter((stage) => !stage.local).map((stage) => stageName(stage.name));
+    summary.textContent = entropy + (chain.pending
+      ? `asking the server for the distribution after the chain (${names.join(", ")} run there)…`
+      : `the server could not compute the distribution after the chain: ${chain.error}`);
+  } else {
+    const stages = chain.stages.map((stage) => stage.kept === undefined
+      ? stageName(stage.name) : `${stageName(stage.name)} → ${count(stage.kept)}`);
+    summary.textContent = entropy + (stages.length ? `${stages.join(" · ")} · ` : "no sampler stage · ") +
+      `${count(chain.kept)} of ${count(dist.logits.length)} tokens possible, ${percent(chain.keptMass)} of the raw mass` +
+      (chain.source === "server" ? " · computed by the server" : "");
+  }
 
   const shown = Math.min(BARS, dist.logits.length);
-  const largest = Math.max(dist.raw.prob(dist.order[0]), chain.prob(dist.order[0]));
-  for (let j = 0; j < shown; j++) {
-    const id = dist.order[j];
+  const ids = Array.from(dist.order.slice(0, shown));
+  const post = (id) => (known ? chain.prob(id) : null);
+  const largest = Math.max(...ids.map((id) => Math.max(dist.raw.prob(id), post(id) || 0)));
+  ids.forEach((id, j) => {
     const raw = dist.raw.prob(id);
-    const post = chain.prob(id);
-    const removed = post === 0;
+    const after = post(id);
+    const removed = after === 0;
     const item = document.createElement("li");
-    const row = element("button", `bar-row${removed ? " removed" : ""}`);
+    const row = element("button", `bar-row${removed ? " removed" : ""}${known ? "" : " pending"}`);
     row.type = "button";
     row.dataset.id = id;
     row.dataset.rank = j + 1;
     row.dataset.raw = raw;
-    row.dataset.post = post;
+    if (known) row.dataset.post = after;
     row.title = `append token ${id}`;
     const label = element("span", "label");
     const piece = dist.pieces.has(id) ? dist.pieces.get(id) : `#${id}`;
@@ -281,16 +451,17 @@ function renderBars() {
     const rawBar = element("span", "bar raw");
     rawBar.style.width = `${(100 * raw) / largest}%`;
     const postBar = element("span", "bar post");
-    postBar.style.width = `${(100 * post) / largest}%`;
+    postBar.style.width = `${(100 * (after || 0)) / largest}%`;
     bars.append(rawBar, postBar);
     const numbers = element("span", "numbers");
-    numbers.append(element("span", "raw-value", percent(raw)),
-      element("span", "post-value", removed ? (chain.greedy ? "—" : "removed") : percent(post)));
+    const postText = !known ? "…" : removed ? (chain.greedy ? "—" : "removed") : percent(after);
+    numbers.append(element("span", "raw-value", percent(raw)), element("span", "post-value", postText));
     row.append(label, bars, numbers);
     row.addEventListener("click", () => action(() => appendToken(id)));
     item.append(row);
     list.append(item);
-  }
+  });
+  updateButtons();
 }
 
 function updateButtons() {
@@ -299,7 +470,7 @@ function updateButtons() {
   const canStep = live && Boolean(page.state.next);
   $("start").disabled = busy;
   $("greedy-step").disabled = busy || !canStep;
-  const greedy = settings().greedy || settings().temperature === 0;
+  const greedy = isGreedy(settings());
   $("sample-step").disabled = busy || !canStep || greedy;
   $("sample-step").title = greedy ? "greedy is on (checkbox or temperature 0): every step takes the argmax" : "";
   $("generate").disabled = busy || !canStep;
@@ -333,7 +504,7 @@ async function start() {
 }
 
 function stepBody(greedy) {
-  return { greedy: greedy || settings().greedy || settings().temperature === 0, config: samplerConfig() };
+  return { greedy: greedy || isGreedy(settings()), config: samplerConfig() };
 }
 
 async function step(greedy) {
@@ -374,19 +545,15 @@ async function connect() {
     throw error;
   }
   $("key-box").hidden = true;
+  if (!page.controls.length) buildControls(info); // before the model line, which tests wait for
+  renderBars();
   $("model-info").textContent = `${info.model} · context ${info.context_length.toLocaleString("en")} tokens · ` +
     `vocabulary ${info.vocab_size.toLocaleString("en")}` + (info.chat_template ? " · chat template" : "");
   $("chat").disabled = !info.chat_template;
 }
 
 function setUp() {
-  for (const id of ["temperature", "top-k", "top-p", "min-p", "greedy"]) {
-    $(id).addEventListener("input", () => {
-      showSliderValues();
-      renderBars(); // local only: no request
-      updateButtons();
-    });
-  }
+  $("greedy").addEventListener("input", slidersMoved);
   $("chat").addEventListener("change", () => {
     $("system").hidden = !$("chat").checked;
   });
@@ -416,6 +583,6 @@ function setUp() {
 }
 
 // For tests and the curious: the chain as the page runs it.
-window.decodelab = { runChain, settings, page };
+window.decodelab = { runChain, chainPlan, runsLocally, settings, samplerConfig, page };
 
 setUp();
