@@ -339,7 +339,7 @@ function renderStopLine() {
 }
 
 // The chain's distribution for the bars: run here when every stage that is on runs locally, else the
-// server's answer for this state and these settings (null while it is asked for).
+// server's answer for this state and these settings ({pending} while it is asked for, {error} if refused).
 function currentChain() {
   const s = settings();
   const plan = chainPlan(s.values, isGreedy(s));
@@ -377,20 +377,21 @@ function askServer(key, plan) {
       server.reply = await api(`/api/sessions/${page.state.id}/distribution`, body);
     } catch (error) {
       server.error = error.message;
-      showError(error.message);
+      if (page.server === server) showError(error.message);
     }
     if (page.server === server) renderBars();
   }, SERVER_DELAY_MS);
   page.server = server;
 }
 
+// The server's reply as a chain result; it answers for the ids shown (`probs`), and per stage only its name.
 function serverChain({ reply, ids }, plan) {
   const probs = new Map(reply.probs.map((p, index) => [ids[index], p]));
-  const stages = plan.stages.map((stage) => ({ name: stage.name, server: !stage.local }));
+  const stages = plan.stages.map((stage) => ({ name: stage.name }));
   if (reply.greedy) stages.push({ name: "greedy" });
   return {
     kept: reply.kept, greedy: reply.greedy, stages, keptMass: reply.kept_raw_mass, source: "server",
-    prob: (id) => (probs.has(id) ? probs.get(id) : reply.argmax === id && reply.greedy ? 1 : 0),
+    prob: (id) => probs.get(id) ?? 0,
   };
 }
 
