@@ -64,7 +64,7 @@ HOSTILE = [
     ("POST", "/v1/completions", completion(temperature=1e-40), {}, 400, "temperature"),
     ("POST", "/v1/completions", completion(repetition_penalty=5e-324), {}, 400, "repetition_penalty"),
     ("POST", "/api/trace", {"prompt": "x", "config": {"logit_bias": {"28": 1e39, "29": 1e39}}}, {}, 400,
-     "logit_bias values"),
+     "logit_bias must map token ids"),
     ("POST", "/api/sessions/{sid}/append", {"token_id": 10**30}, {}, 400, "token"),
     ("POST", "/api/sessions/{sid}/append", {"token_id": -1}, {}, 400, "token"),
     ("POST", "/api/sessions/{sid}/undo", {"count": 10**9}, {}, 400, "undo"),
