@@ -22,7 +22,7 @@ def markdown() -> str:
     for place, stage in enumerate(STAGES.values(), start=1):
         settings = ", ".join(f"`{s.name}` (`--{s.name.replace('_', '-')} {s.metavar}`)" for s in stage.settings)
         greedy = "skipped" if stage.warper else "applied"
-        doc = (stage.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((stage.__doc__ or "").strip().split("\n\n")[0].split())  # its first paragraph
         lines.append(f"| {place} | `{stage.name}` | {settings} | {greedy} | {doc} |")
     return "\n".join(lines)
 
