@@ -1,10 +1,37 @@
-"""The contract every model backend meets (see the package docstring)."""
+"""The contract every model backend meets (see the package docstring): the backend, and its KV cache."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """A KV cache: `Backend.forward` advances it in place; decoding rearranges it between forwards.
+
+    `crop` takes back positions (a session's undo), `reorder` picks and repeats batch rows (n samples of one
+    prefilled prompt, surviving beams), `fork` copies it for an independent branch. decodelab's own caches
+    share `decodelab.backends.kv_cache.LayerKVCache`; the transformers backend adapts transformers' cache.
+    """
+
+    @property
+    def length(self) -> int:
+        """Positions it holds."""
+        ...
+
+    def crop(self, length: int) -> None:
+        """Forget every position from `length` on."""
+        ...
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep batch rows `rows` (B',), in that order; a row named twice is duplicated."""
+        ...
+
+    def fork(self) -> Cache:
+        """An independent copy: advancing either leaves the other as it was."""
+        ...
 
 
 @runtime_checkable
@@ -14,11 +41,11 @@ class Backend(Protocol):
     dtype: torch.dtype
     device: torch.device
 
-    def new_cache(self, batch_size: int) -> Any:
+    def new_cache(self, batch_size: int) -> Cache:
         """An empty KV cache for `batch_size` rows, to pass to `forward`."""
         ...
 
-    def forward(self, input_ids: torch.Tensor, cache: Any | None = None, *, last_only: bool = False) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *, last_only: bool = False) -> torch.Tensor:
         """Logits for every position of `input_ids` (B, T) -> (B, T, V) float32.
 
         With a cache, the ids continue the sequence the cache holds and the cache is advanced in place;

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from decodelab.backends.base import Cache
+from decodelab.backends.kv_cache import LayerKVCache, layer_cache
 from decodelab.errors import DecodelabError
 
 
@@ -66,44 +68,23 @@ class LlamaConfig:
         )
 
 
-class KVCache:
+class KVCache(LayerKVCache):
     """Keys and values of every layer for the positions seen so far; grows in chunks, updated in place.
 
-    Buffers grown inside `NativeLlama.forward` are inference tensors: copy, fork (deepcopy), `reorder` and
-    `crop` them freely, but write into them only from inside `torch.inference_mode()`, as `append` is called.
+    Buffers grown inside `NativeLlama.forward` are inference tensors: copy, fork, `reorder` and `crop` them
+    freely, but write into them only from inside `torch.inference_mode()`, as `append` is called.
     """
 
     _GROWTH = 256  # positions added whenever the buffers fill up
 
     def __init__(self, config: LlamaConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
-        self.length = 0  # positions filled
-        self._shape = (batch_size, config.num_kv_heads, 0, config.head_dim)  # (B, Hkv, capacity, D)
-        self.keys = [torch.empty(self._shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
-        self.values = [torch.empty(self._shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
+        shape = (batch_size, config.num_kv_heads, 0, config.head_dim)  # (B, Hkv, capacity, D)
+        super().__init__([torch.empty(shape, dtype=dtype, device=device) for _ in range(config.num_layers)],
+                         [torch.empty(shape, dtype=dtype, device=device) for _ in range(config.num_layers)])
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, Hkv, T, D) new keys/values at positions [length, length+T); return all so far."""
-        start, new = self.length, k.shape[2]
-        if start + new > self.keys[layer].shape[2]:
-            self._grow(layer, start + new)
-        keys, values = self.keys[layer], self.values[layer]
-        keys.narrow(2, start, new).copy_(k)
-        values.narrow(2, start, new).copy_(v)
-        return keys.narrow(2, 0, start + new), values.narrow(2, 0, start + new)
-
-    def advance(self, new_positions: int) -> None:
-        self.length += new_positions
-
-    def crop(self, length: int) -> None:
-        """Forget positions from `length` on (undo); the buffers keep their size and are overwritten later."""
-        self.length = min(self.length, length)
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Keep batch rows `rows` (e.g. surviving beams), in that order."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
-
-    def _grow(self, layer: int, needed: int) -> None:
+    def _make_room(self, layer: int, needed: int) -> None:
+        if needed <= self.keys[layer].shape[2]:
+            return
         capacity = (needed + self._GROWTH - 1) // self._GROWTH * self._GROWTH
         for buffers in (self.keys, self.values):
             old = buffers[layer]
@@ -160,7 +141,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
         self.register_buffer("qkv_weight", None, persistent=False)  # (H*D + 2*Hkv*D, C), see stack_projections
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerKVCache | None) -> torch.Tensor:
         batch, steps, _ = x.shape  # (B, T, C)
         heads, kv_heads = self.heads
         qkv = F.linear(x, self.qkv_weight).view(batch, steps, -1, self.head_dim)  # (B, T, H+2Hkv, D)
@@ -208,7 +190,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerKVCache | None) -> torch.Tensor:
         # Submodules are called through .forward: nn.Module.__call__ adds ~1 us each, and a step made ~330 calls.
         x = x + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, cache)
         return x + self.mlp.forward(self.post_attention_layernorm.forward(x))
@@ -246,8 +229,9 @@ class NativeLlama(nn.Module):
         return KVCache(self.config, batch_size, self.dtype, self.device)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *,
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *,
                 last_only: bool = False) -> torch.Tensor:
+        cache = layer_cache(cache, "native Llama")
         past = cache.length if cache is not None else 0
         steps = input_ids.shape[1]
         if not self._stacked:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from decodelab.backends.base import Cache
+from decodelab.backends.kv_cache import layer_cache
 from decodelab.tinygpt.cache import KVCache
 from decodelab.tinygpt.model import TinyGPT
 
@@ -29,5 +31,6 @@ class TinyGPTBackend:
         return self.model.new_cache(batch_size)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False) -> torch.Tensor:
-        return self.model(input_ids, cache, last_only=last_only).float()  # (B, T, V), or (B, 1, V) with last_only
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *, last_only: bool = False) -> torch.Tensor:
+        own = layer_cache(cache, "tiny GPT")
+        return self.model(input_ids, own, last_only=last_only).float()  # (B, T, V), or (B, 1, V) with last_only

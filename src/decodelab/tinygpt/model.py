@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from decodelab.backends.kv_cache import LayerKVCache
 from decodelab.errors import BadInput
 from decodelab.tinygpt.cache import KVCache
 from decodelab.tinygpt.config import TinyGPTConfig
@@ -39,7 +40,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(width, dim=2)  # (B, T, C) each
         return tuple(t.view(batch, steps, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: LayerKVCache | None = None) -> torch.Tensor:
         batch, steps, width = x.shape  # (B, T, C)
         q, k, v = self.split_heads(x)  # (B, H, T, D)
         past = 0
@@ -89,7 +90,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: LayerKVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
@@ -113,7 +114,8 @@ class TinyGPT(nn.Module):
                 # GPT-2: scale the projections into the residual stream so its variance does not grow with depth.
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: LayerKVCache | None = None, *,
+                last_only: bool = False) -> torch.Tensor:
         past = cache.length if cache is not None else 0
         steps = input_ids.shape[1]
         if past + steps > self.config.block_size:

@@ -1,0 +1,61 @@
+"""`LayerKVCache`: the keys and values of every attention layer, kept in (B, H, capacity, D) buffers that are
+filled up to `length` and written in place; the base of decodelab's own caches (the native Llama's and the
+tiny GPT's), which differ only in how their buffers make room.
+
+Every operation the `Cache` contract names is a cheap move here: `crop` only lowers `length` (later appends
+overwrite the rest), `reorder` index-selects the batch rows, `fork` copies the buffers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Self
+
+import torch
+
+from decodelab.backends.base import Cache
+from decodelab.errors import Unsupported
+
+
+class LayerKVCache:
+    """Per-layer key and value buffers, (B, H, capacity, D) each, holding positions [0, length)."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.length = 0  # positions filled
+        self.keys, self.values = keys, values
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, H, T, D) new keys/values of `layer` at positions [length, length+T); return all so far,
+        (B, H, length+T, D) each. `advance` moves `length` on once every layer has appended."""
+        start, new = self.length, k.shape[2]
+        self._make_room(layer, start + new)
+        keys, values = self.keys[layer], self.values[layer]
+        keys.narrow(2, start, new).copy_(k)
+        values.narrow(2, start, new).copy_(v)
+        return keys.narrow(2, 0, start + new), values.narrow(2, 0, start + new)
+
+    def _make_room(self, layer: int, needed: int) -> None:
+        """Make `layer`'s buffers hold at least `needed` positions; fixed-size buffers already do."""
+
+    def advance(self, new_positions: int) -> None:
+        self.length += new_positions
+
+    def crop(self, length: int) -> None:
+        """Forget positions from `length` on (undo); the buffers keep their size and are overwritten later."""
+        self.length = min(self.length, length)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep batch rows `rows` (e.g. surviving beams), in that order."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+    def fork(self) -> Self:
+        """An independent copy of the buffers and the length."""
+        return copy.deepcopy(self)
+
+
+def layer_cache(cache: Cache | None, backend: str) -> LayerKVCache | None:
+    """`cache` as the `LayerKVCache` decodelab's own models write into; another kind is one clear error."""
+    if cache is None or isinstance(cache, LayerKVCache):
+        return cache
+    raise Unsupported(f"the {backend} backend runs on the cache its new_cache() makes, got a {type(cache).__name__}")
