@@ -61,9 +61,9 @@ def test_distribution_table_with_bars_and_an_escaped_prompt(bundled):
 
 def test_trace_shades_each_token_by_its_probability_with_alternatives_on_hover():
     alternatives = (Alternative(7, "<b>", 0.5), Alternative(8, " cat", 0.25))
-    steps = [step(0, "<b>", 0.5, raw_top=alternatives), step(1, " &", 0.9),
-             step(2, "<0xEC>", 0.6), step(3, "<0x84><0x9C>", 0.5, forced=True),  # '서' split over two tokens
-             step(4, "<|im_end|>", 0.99, token_id=2)]
+    steps = [step(0, "<b>", 0.5, raw_top=alternatives), step(1, " &", 0.9),  # '서' split over two tokens:
+             step(2, "<0xEC>", 0.6, bytes=b"\xec"), step(3, "<0x84><0x9C>", 0.5, forced=True, bytes=b"\x84\x9c"),
+             step(4, "<|im_end|>", 0.99, token_id=2, is_stop=True, special=True)]
     result = Result("<b> &서", [s.token_id for s in steps], StopReason("stop_token", token_id=2), steps)
     markup = result._repr_html_()
     assert_self_contained(markup)
@@ -74,6 +74,15 @@ def test_trace_shades_each_token_by_its_probability_with_alternatives_on_hover()
     assert "50.00% after the samplers" in first_title and "model's top: <b> (50.00%) | ␣cat (25.00%)" in first_title
     assert "appended by hand" in html.unescape(spans[2][1])
     assert "stopped by stop token 2" in markup
+
+
+def test_model_text_that_reads_like_a_byte_shows_as_written():
+    """A token whose text is "<0x41>" (six characters a model may well write) is not the byte 0x41: the view
+    reads the bytes the Step recorded, never its readable piece."""
+    steps = [step(0, "<0x41>", 0.5, bytes=b"<0x41>"), step(1, "<0xEA>", 0.5, bytes=b"\xea")]
+    markup = Result("<0x41>", [100, 100], StopReason("max_new_tokens"), steps)._repr_html_()
+    texts = re.findall(r'<span style="background:hsl\([^)]*\)[^"]*" title="[^"]*">([^<]*)</span>', markup)
+    assert [html.unescape(text) for text in texts] == ["<0x41>", "\ufffd"]  # a lone lead byte cannot be shown
 
 
 def test_a_real_generation_displays_its_steps(bundled):

@@ -20,8 +20,9 @@ scores equal `generate(num_beams=..., do_sample=False)` and its `sequences_score
   log-softmaxed scores, as transformers' beam search applies them.
 
 One simplification: transformers starts from num_beams copies of the prompt and scores all but the first at
--1e9 so that step 0 expands one; here step 0 simply has one live beam, the prompt, prefilled once. Its cache
-row is duplicated into num_beams rows when the first beams are chosen (the same `reorder_cache` call as later).
+-1e9 so that step 0 expands one; here step 0 simply has one live beam, the prompt, prefilled once by a
+`DecodeState` (as every decode starts). Its cache row is duplicated into num_beams rows when the first beams
+are chosen (the same `DecodeState.reorder` call as later).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from decodelab.decoding import prefill, reorder_cache
+from decodelab.decoder import Decoder, HasDecoder, as_decoder
+from decodelab.decoding import DecodeState
 from decodelab.errors import BadInput
 from decodelab.records import StopReason
-from decodelab.samplers import History, NoRepeatNGram, RepetitionPenalty, SamplerChain
+from decodelab.samplers import NoRepeatNGram, RepetitionPenalty, SamplerChain
 from decodelab.tokens import token_piece, visible
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ class BeamConfig:
     num_return_sequences: int = 1  # best finished hypotheses returned, <= num_beams
     no_repeat_ngram_size: int = 0  # ban any token that would repeat an n-gram of this size (0 = off)
     repetition_penalty: float | None = None  # > 0; > 1 discourages tokens already in the sequence
-    stop_token_ids: tuple[int, ...] | None = None  # None = the model's stop ids, lm.stop_ids()
+    stop_token_ids: tuple[int, ...] | None = None  # None = the model's stop ids, Decoder.stop_ids()
 
     def __post_init__(self):
         _check_int("num_beams", self.num_beams, 2, " (1 beam is greedy decoding: use generate(greedy=True))")
@@ -244,46 +246,42 @@ class BeamResult:
         return beam_html(self)
 
 
-def beam_search(lm, prompt_ids: list[int], num_beams: int, max_new_tokens: int = 64, length_penalty: float = 1.0,
-                early_stopping: bool | str = False, num_return_sequences: int = 1, no_repeat_ngram_size: int = 0,
-                repetition_penalty: float | None = None, stop_token_ids: Iterable[int] | None = None) -> BeamResult:
-    """Beam search from `prompt_ids`; equal to transformers' `generate(num_beams=..., do_sample=False)`."""
+def beam_search(model: Decoder | HasDecoder, prompt_ids: list[int], num_beams: int, max_new_tokens: int = 64,
+                length_penalty: float = 1.0, early_stopping: bool | str = False, num_return_sequences: int = 1,
+                no_repeat_ngram_size: int = 0, repetition_penalty: float | None = None,
+                stop_token_ids: Iterable[int] | None = None) -> BeamResult:
+    """Beam search from `prompt_ids` with an `LM` or its `Decoder`; equal to transformers'
+    `generate(num_beams=..., do_sample=False)`."""
     stops = None if stop_token_ids is None else tuple(stop_token_ids)
     config = BeamConfig(num_beams, max_new_tokens, length_penalty, early_stopping, num_return_sequences,
                         no_repeat_ngram_size, repetition_penalty, stops)
-    return run_beam_search(lm, prompt_ids, config)
+    return run_beam_search(as_decoder(model), prompt_ids, config)
 
 
-def run_beam_search(lm, prompt_ids: list[int], config: BeamConfig) -> BeamResult:
-    backend, tokenizer = lm.backend, lm.tokenizer
+def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig) -> BeamResult:
     if not prompt_ids or not all(isinstance(i, int) for i in prompt_ids):
         raise BadInput(f"prompt_ids must be a non-empty list of token ids, got {prompt_ids!r}")
-    if len(prompt_ids) >= backend.context_length:
-        raise BadInput(f"prompt is {len(prompt_ids)} tokens but the model reads at most {backend.context_length}, "
-                       "leaving no room to generate: shorten it")
     started = time.perf_counter()
-    stop_ids = frozenset(config.stop_token_ids if config.stop_token_ids is not None else lm.stop_ids())
+    # Prefill once: the search starts with a single live beam, the prompt (a prompt that fills the context is
+    # refused here).
+    state = DecodeState(decoder.backend, prompt_ids)  # row b of ids / cache / logits is live[b]
+    stop_ids = decoder.stop_ids(token_ids=config.stop_token_ids)
     width, penalty = config.num_beams, config.length_penalty
     ranked = max(2, 1 + len(stop_ids)) * width  # K candidates ranked per step
-    steps = min(config.max_new_tokens, backend.context_length - len(prompt_ids))
+    steps = min(config.max_new_tokens, state.room)
     limit = StopReason("max_new_tokens" if steps == config.max_new_tokens else "context_full")
     processors = config.processors()
     tree = BeamTree(stop_reason=limit.kind)
     root = tree.add(parent_id=None, step=-1, token_id=None, piece="", logprob=0.0, cum_logprob=0.0, rank=0,
                     status="root")
-
-    # Prefill once: the search starts with a single live beam, the prompt.
-    cache = backend.new_cache(1)
-    ids = torch.tensor([prompt_ids], device=backend.device)  # (B=1, T)
-    logits = prefill(backend, ids, cache)  # (B, V), the prompt fed in chunks
-    beam_scores = torch.zeros(1, device=logits.device)  # (B,) float32 sum of logprobs of each live beam
-    live = [LiveBeam(root.id, (), 0.0)]  # row b of ids / cache / beam_scores is live[b]
+    beam_scores = torch.zeros(1, device=state.logits.device)  # (B,) float32 sum of logprobs of each live beam
+    live = [LiveBeam(root.id, (), 0.0)]
     finished: list[BeamHypothesis] = []  # the num_beams best finished hypotheses, best first
 
     for step in range(steps):
         generated = step + 1  # new tokens in a candidate of this step, its own included
         # Score every one-token expansion of every live beam: beam score + processed log-probability.
-        logprobs = processors(logits.log_softmax(dim=-1), History(ids, len(prompt_ids)))  # (B, V)
+        logprobs = processors(state.logits.log_softmax(dim=-1), state.history)  # (B, V)
         totals = beam_scores[:, None] + logprobs  # (B, V)
         # Rank the K best expansions over all beams; flat index -> (parent row, token).
         top_totals, flat = totals.flatten().topk(min(ranked, totals.numel()))  # (K,)
@@ -296,7 +294,7 @@ def run_beam_search(lm, prompt_ids: list[int], config: BeamConfig) -> BeamResult
         for rank, (row, token, total) in enumerate(zip(parent_rows, tokens, top_totals.tolist())):
             stopped = token in stop_ids
             node = tree.add(parent_id=live[row].node_id, step=step, token_id=token,
-                            piece=token_piece(tokenizer, token), logprob=float(logprobs[row, token]),
+                            piece=token_piece(decoder.tokenizer, token), logprob=float(logprobs[row, token]),
                             cum_logprob=total, rank=rank, status="pruned")
             nodes.append(node)
             if not stopped and generated < steps:
@@ -309,7 +307,7 @@ def run_beam_search(lm, prompt_ids: list[int], config: BeamConfig) -> BeamResult
                 node.score = scores[rank]
                 reason = StopReason("stop_token", token_id=token) if stopped else limit
                 token_ids = [*live[row].token_ids, token]
-                text = tokenizer.decode(token_ids[:-1] if stopped else token_ids)
+                text = decoder.tokenizer.decode(token_ids[:-1] if stopped else token_ids)
                 ended.append(BeamHypothesis(token_ids, text, scores[rank], total, reason, node.id))
             else:
                 node.note = f"{'stop token' if stopped else 'last step'}, ranked below the top {width}"
@@ -339,16 +337,15 @@ def run_beam_search(lm, prompt_ids: list[int], config: BeamConfig) -> BeamResult
                 tree.stop_reason = "no_better_possible"
                 break
 
-        # Continue the kept candidates: gather their parents' cache rows (a parent with two kept children is
-        # duplicated, one with none dropped), then feed each its new token.
-        rows = torch.tensor([parent_rows[r] for r in kept_ranks], device=ids.device)  # (B,)
-        new_tokens = torch.tensor([tokens[r] for r in kept_ranks], device=ids.device)  # (B,)
-        reorder_cache(cache, rows)
-        ids = torch.cat([ids[rows], new_tokens[:, None]], dim=1)  # (B, T + 1)
+        # Continue the kept candidates: gather their parents' rows of ids and cache (a parent with two kept
+        # children is duplicated, one with none dropped), then feed each its new token.
+        rows = torch.tensor([parent_rows[r] for r in kept_ranks], device=state.ids.device)  # (B,)
+        new_tokens = torch.tensor([tokens[r] for r in kept_ranks], device=state.ids.device)  # (B,)
+        state.reorder(rows)
+        state.advance(new_tokens)  # ids (B, T + 1), logits (B, V) for the next step
         beam_scores = top_totals[kept_ranks]  # (B,)
         live = [LiveBeam(nodes[r].id, (*live[parent_rows[r]].token_ids, tokens[r]), nodes[r].cum_logprob)
                 for r in kept_ranks]
-        logits = backend.forward(new_tokens[:, None], cache)[:, -1]  # (B, V)
 
     returned = finished[: config.num_return_sequences]
     tree.returned = [h.node_id for h in returned]

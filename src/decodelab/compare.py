@@ -20,6 +20,7 @@ from decodelab.samplers.base import SCALAR_KINDS
 if TYPE_CHECKING:
     import pandas
 
+    from decodelab.decoder import Decoder, HasDecoder
 
 
 
@@ -117,22 +118,26 @@ class Comparison(list[Outcome]):
         return data_frame((outcome.to_dict() for outcome in self), index="strategy")
 
 
-def compare(lm, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0,
+def compare(model: Decoder | HasDecoder, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0,
             max_new_tokens: int = 64) -> Comparison:
-    """Each strategy from the same prompt and seed, measured the same way."""
+    """Each strategy from the same prompt and seed, measured the same way (`model`: an `LM` or its `Decoder`)."""
     from decodelab.beam import beam_search
+    from decodelab.decoder import as_decoder
+    from decodelab.engine import Generation, make_config
     from decodelab.scoring import score_ids
 
-    stop_ids = lm.stop_ids()
+    decoder = as_decoder(model)
+    stop_ids = decoder.stop_ids()
     outcomes = Comparison()
     for strategy in strategies:
         if strategy.kind == "beam":
-            best = beam_search(lm, prompt_ids, max_new_tokens=max_new_tokens, **strategy.options).sequences[0]
+            best = beam_search(decoder, prompt_ids, max_new_tokens=max_new_tokens, **strategy.options).sequences[0]
             ids, text, reason = best.token_ids, best.text, str(best.finished_by)
         else:
-            result = lm.generate(prompt_ids, seed=seed, max_new_tokens=max_new_tokens, **strategy.options)
+            config = make_config(None, {"seed": seed, "max_new_tokens": max_new_tokens, **strategy.options})
+            result = Generation(decoder, prompt_ids, config).run()[0]
             ids, text, reason = result.token_ids, result.text, str(result.stop_reason)
-        score = score_ids(lm, prompt_ids + ids, len(prompt_ids)) if ids else None
+        score = score_ids(decoder, prompt_ids + ids, len(prompt_ids)) if ids else None
         content = [i for i in ids if i not in stop_ids]  # diversity of what was written, not of its end
         outcomes.append(Outcome(
             strategy, text, ids, reason,

@@ -4,22 +4,21 @@
 position's logits, so memory stays bounded however long the prompt: no (T, V) logits, no (T, T) attention.
 `DecodeState` holds what a running decode needs (ids so far, the cache, the logits for the next token);
 `select` picks tokens from the sampler chain's logits; `make_step` turns one choice into a `Step`.
-The generation loop, sessions and batches are built from these.
+The generation loop, sessions and beam search are built from these.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 
-from decodelab.backends.base import Backend
+from decodelab.backends.base import Backend, Cache
 from decodelab.errors import BadInput, Unsupported
 from decodelab.records import Alternative, Step
 from decodelab.samplers import History, StageReport
 from decodelab.tokenizer import Tokenizer
-from decodelab.tokens import token_piece
+from decodelab.tokens import readable_piece
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads (seed, position) pairs over 64 bits
 # Most positions one forward reads when a long sequence is fed through the cache (prefill, scoring): bounds a
@@ -27,7 +26,7 @@ _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads (seed, positi
 PREFILL_CHUNK = 512
 
 
-def prefill(backend: Backend, ids: torch.Tensor, cache: Any, chunk: int | None = None) -> torch.Tensor:
+def prefill(backend: Backend, ids: torch.Tensor, cache: Cache, chunk: int | None = None) -> torch.Tensor:
     """Feed `ids` (B, T) through `cache` (advanced in place); return the logits (B, V) for the token after them.
 
     The ids go in chunks of `chunk` (default PREFILL_CHUNK) positions, each attending to what the earlier ones
@@ -42,15 +41,13 @@ def prefill(backend: Backend, ids: torch.Tensor, cache: Any, chunk: int | None =
     return logits[:, -1]  # (B, V)
 
 
-def reorder_cache(cache: Any, rows: torch.Tensor) -> None:
-    """Keep batch rows `rows` (B,) of a KV cache, in that order, duplicating repeated ones (in place)."""
-    if hasattr(cache, "reorder"):  # decodelab's KVCache
-        cache.reorder(rows)
-    elif hasattr(cache, "reorder_cache"):  # transformers' Cache
-        cache.reorder_cache(rows)
-    else:
+def reorder_cache(cache: Cache, rows: torch.Tensor) -> None:
+    """Keep batch rows `rows` (B,) of a KV cache, in that order, duplicating repeated ones (in place). A
+    third-party backend's cache that does not meet the `Cache` contract is one clear error."""
+    if not isinstance(cache, Cache):
         raise Unsupported(f"{type(cache).__name__} cannot reorder its rows, so this backend cannot sample several "
                           "rows or beam search")
+    cache.reorder(rows)
 
 
 class DecodeState:
@@ -66,7 +63,7 @@ class DecodeState:
         self.prompt_length = len(prompt_ids)
         self.ids = torch.tensor([prompt_ids] * rows, device=backend.device)  # (B, T)
         # The rows share a prompt: prefill one, then copy its cache (n times less work and activation memory).
-        self.cache = backend.new_cache(1)
+        self.cache: Cache = backend.new_cache(1)
         self.logits = prefill(backend, self.ids[:1], self.cache).expand(rows, -1).clone()  # (B, V)
         if rows > 1:
             reorder_cache(self.cache, torch.zeros(rows, dtype=torch.long, device=backend.device))
@@ -80,6 +77,12 @@ class DecodeState:
         """Positions left in the context."""
         return self.backend.context_length - self.ids.shape[1]
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (B',) of ids, cache and logits, in that order; a row named twice is duplicated
+        (beam search continuing two children of one beam)."""
+        reorder_cache(self.cache, rows)
+        self.ids, self.logits = self.ids[rows], self.logits[rows]
+
     def advance(self, tokens: torch.Tensor) -> None:
         """Append one token per row (B,) and compute the next logits from the cache."""
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
@@ -88,7 +91,7 @@ class DecodeState:
     def fork(self) -> DecodeState:
         """An independent copy (same backend, copied ids, logits and cache)."""
         twin = copy.copy(self)
-        twin.ids, twin.logits, twin.cache = self.ids.clone(), self.logits.clone(), copy.deepcopy(self.cache)
+        twin.ids, twin.logits, twin.cache = self.ids.clone(), self.logits.clone(), self.cache.fork()
         return twin
 
     def truncate(self, length: int) -> None:
@@ -139,27 +142,30 @@ def make_step(
     stages: list[StageReport] | None = None,
     row: int = 0,
     forced: bool = False,
+    stop_ids: frozenset[int] = frozenset(),
 ) -> Step:
-    """The record of choosing `token_id` given one row's raw (V,) and post-chain (V,) logits."""
+    """The record of choosing `token_id` given one row's raw (V,) and post-chain (V,) logits; `stop_ids` are the
+    run's stop tokens (the Step says whether it is one, so no consumer has to know them)."""
     raw_logprobs = raw_logits.log_softmax(dim=-1)  # (V,)
     # An empty chain (plain greedy) hands back the raw logits: no second softmax on the per-token path.
     same = final_logits.data_ptr() == raw_logits.data_ptr() and final_logits.shape == raw_logits.shape
     chain_logprobs = raw_logprobs if same else final_logits.log_softmax(dim=-1)
     logprob = float(raw_logprobs[token_id])
-    common = dict(
-        index=index, token_id=token_id, piece=token_piece(tokenizer, token_id), prob=float(chain_logprobs[token_id].exp()),
-        raw_prob=float(raw_logprobs[token_id].exp()), logprob=logprob, row=row, forced=forced,
-    )
-    if not trace:
-        return Step(rank=0, entropy=float("nan"), **common)
-    raw_probs = raw_logprobs.exp()
+    rank, entropy = 0, float("nan")
+    top: tuple[Alternative, ...] = ()
+    raw_top: tuple[Alternative, ...] = ()
+    if trace:
+        raw_probs = raw_logprobs.exp()
+        rank = int((raw_logits > raw_logits[token_id]).sum()) + 1
+        entropy = float(-(raw_probs * raw_logprobs).nansum())  # 0 * -inf terms are nan: skipped
+        top = _alternatives(tokenizer, chain_logprobs.exp(), top_n)
+        raw_top = _alternatives(tokenizer, raw_probs, top_n)
+    raw = tokenizer.token_bytes(token_id)
     return Step(
-        rank=int((raw_logits > raw_logits[token_id]).sum()) + 1,
-        entropy=float(-(raw_probs * raw_logprobs).nansum()),  # 0 * -inf terms are nan: skipped
-        top=_alternatives(tokenizer, chain_logprobs.exp(), top_n),
-        raw_top=_alternatives(tokenizer, raw_probs, top_n),
-        stages=tuple(stages or ()),
-        **common,
+        index=index, token_id=token_id, piece=readable_piece(raw), prob=float(chain_logprobs[token_id].exp()),
+        raw_prob=float(raw_logprobs[token_id].exp()), logprob=logprob, rank=rank, entropy=entropy, top=top,
+        raw_top=raw_top, stages=tuple(stages or ()) if trace else (), row=row, forced=forced, bytes=raw,
+        is_stop=token_id in stop_ids, special=tokenizer.is_special(token_id),
     )
 
 
@@ -167,6 +173,8 @@ def _alternatives(tokenizer: Tokenizer, probs: torch.Tensor, n: int) -> tuple[Al
     if n == 0:
         return ()
     values, ids = torch.topk(probs, min(n, probs.numel()))
-    return tuple(
-        Alternative(int(i), token_piece(tokenizer, int(i)), float(p)) for p, i in zip(values.tolist(), ids.tolist())
-    )
+    alternatives = []
+    for prob, token_id in zip(values.tolist(), ids.tolist()):
+        raw = tokenizer.token_bytes(token_id)
+        alternatives.append(Alternative(token_id, readable_piece(raw), prob, raw))
+    return tuple(alternatives)

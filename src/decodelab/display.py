@@ -17,7 +17,6 @@ from __future__ import annotations
 import codecs
 import html
 import math
-import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,6 @@ STATUS_STYLE = {  # beam node status -> its label's style (the plot's colours)
     "root": "font-weight:bold", "kept": "background:#c6dbef", "finished": "background:#a1d99b;font-weight:bold",
     "pruned": "color:#999",
 }
-_HEX_BYTE = re.compile(r"<0x([0-9A-F]{2})>")
 
 
 def escape(text: str) -> str:
@@ -109,19 +107,13 @@ def distribution_html(dist: Distribution, n: int = 10) -> str:
     return _box(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>", caption)
 
 
-def _piece_bytes(piece: str) -> bytes:
-    """The bytes a readable piece stands for: '<0xEC>' is one byte, everything else its UTF-8."""
-    parts = _HEX_BYTE.split(piece)  # text, hex, text, hex, ..., text
-    return b"".join(bytes.fromhex(part) if i % 2 else part.encode("utf-8") for i, part in enumerate(parts))
-
-
 def _characters(tokens: Sequence[Any]) -> list[tuple[str, list[Any]]]:
     """Tokens (Steps or ScoredTokens) grouped so each group is whole characters: a Korean syllable split
     over three byte tokens shows as the syllable, not as <0xEC><0x84><0x9C>."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     groups, text, pending = [], "", []
     for token in tokens:
-        text += decoder.decode(_piece_bytes(token.piece))
+        text += decoder.decode(token.bytes)  # the bytes the record carries, never parsed back from its piece
         pending.append(token)
         if not decoder.getstate()[0]:  # no bytes of an unfinished character left over
             groups.append((text, pending))
@@ -145,14 +137,15 @@ def _token_span(text: str, prob: float, title: str, style: str = "") -> str:
             f'title="{escape(title)}">{escape(text)}</span>')
 
 
-def steps_html(steps: Sequence[Step], stop_token_id: int | None = None) -> str:
-    """Generated text, each token (or group of byte tokens making a character) shaded by its probability."""
+def steps_html(steps: Sequence[Step]) -> str:
+    """Generated text, each token (or group of byte tokens making a character) shaded by its probability; a
+    stop token that ended the text is shown framed."""
     spans = []
     for text, group in _characters(steps):
         prob = math.prod(step.prob for step in group)
         title = "\n".join(_step_title(step) for step in group)
         forced = any(step.forced for step in group)
-        if stop_token_id is not None and group[-1] is steps[-1] and group[-1].token_id == stop_token_id:
+        if group[-1] is steps[-1] and group[-1].is_stop:
             spans.append(_token_span(f"⏹{visible(text)}", prob, title, "border:1px dashed #555;font-size:11px"))
         else:
             spans.append(_token_span(text, prob, title, "text-decoration:underline dotted" if forced else ""))
@@ -163,7 +156,7 @@ def result_html(result: Result) -> str:
     """The trace of one generation: the text with every token shaded by its probability, details on hover."""
     caption = (f"{len(result.steps)} tokens · stopped by {escape(str(result.stop_reason))} · "
                f"log P = {result.logprob:.2f}" + (f" · seed {result.seed}" if result.seed is not None else ""))
-    return _box(steps_html(result.steps, result.stop_reason.token_id) + _legend(), caption)
+    return _box(steps_html(result.steps) + _legend(), caption)
 
 
 def generation_html(generation: Generation) -> str:

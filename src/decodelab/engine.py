@@ -12,7 +12,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any
 
+from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, make_step, select
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
@@ -20,18 +23,27 @@ from decodelab.records import Result, Step, StopReason
 from decodelab.text_tracking import TextTracker
 
 
+def make_config(config: GenerationConfig | None, options: dict[str, Any]) -> GenerationConfig:
+    """`config` with `options` applied (or a fresh config); unknown option names are one clear error."""
+    known = {f.name for f in fields(GenerationConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BadInput(f"unknown generation option {unknown[0]!r}: choose from {', '.join(sorted(known))}")
+    return (config or GenerationConfig()).with_(**options) if options else (config or GenerationConfig())
+
+
 class Generation:
     """One generation of `n` rows; iterate for Steps (rows interleaved per position), then read `results`."""
 
-    def __init__(self, lm, prompt_ids: list[int], config: GenerationConfig, n: int = 1):
+    def __init__(self, model: Decoder | HasDecoder, prompt_ids: list[int], config: GenerationConfig, n: int = 1):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise BadInput(f"n must be a whole number >= 1, got {n!r}")
-        self.lm = lm
+        self.decoder = as_decoder(model)
         self.prompt_ids = prompt_ids
         self.config = config
         self.n = n
         self.seed = config.seed if config.seed is not None else secrets.randbits(62)
-        self.stop_ids = frozenset(config.stop_token_ids if config.stop_token_ids is not None else lm.stop_ids(config.stop))
+        self.stop_ids = self.decoder.stop_ids(config.stop, config.stop_token_ids)
         self.results: list[Result] = []
         self._steps: list[list[Step]] = [[] for _ in range(n)]
         self._trackers = [TextTracker(config.stop) for _ in range(n)]
@@ -56,14 +68,14 @@ class Generation:
         return generation_html(self)
 
     def _run(self) -> Iterator[Step]:
-        config, tokenizer = self.config, self.lm.tokenizer
+        config, tokenizer = self.config, self.decoder.tokenizer
         started = time.perf_counter()
         chain = config.chain()
         row_seeds = [self.seed + row for row in range(self.n)]
         self._steps = [[] for _ in range(self.n)]  # a second iteration starts afresh
         self._trackers = trackers = [TextTracker(config.stop) for _ in range(self.n)]
         reasons: list[StopReason | None] = [None] * self.n
-        state = DecodeState(self.lm.backend, self.prompt_ids, rows=self.n)
+        state = DecodeState(self.decoder.backend, self.prompt_ids, rows=self.n)
         for position in range(config.max_new_tokens):
             raw = state.logits  # (B, V)
             if config.trace:
@@ -75,11 +87,11 @@ class Generation:
                 if reasons[row] is not None:
                     continue  # this row already stopped; it rides along in the batch
                 step = make_step(tokenizer, raw[row], final[row], token, position, config.top_n, config.trace,
-                                 reports[row] if reports else None, row)
+                                 reports[row] if reports else None, row, stop_ids=self.stop_ids)
                 self._steps[row].append(step)
-                if token in self.stop_ids:
+                if step.is_stop:
                     reasons[row] = StopReason("stop_token", token_id=token)
-                elif (fired := trackers[row].add(tokenizer.token_bytes(token))) is not None:
+                elif (fired := trackers[row].add(step.bytes)) is not None:
                     reasons[row] = StopReason("stop_string", string=fired)
                 yield step
             if all(reason is not None for reason in reasons):

@@ -2,40 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from decodelab.backends.base import Backend
-from decodelab.chat import Message, build_messages, detect_stop_ids, render_chat
+from decodelab.beam import BeamResult, beam_search
+from decodelab.chat import Message, build_messages, render_chat
+from decodelab.decoder import Decoder
 from decodelab.decoding import prefill
 from decodelab.distribution import Distribution
+from decodelab.engine import Generation, make_config, stream_text
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
+from decodelab.records import Result
+from decodelab.scoring import Score, score_text
+from decodelab.session import Session
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import TokenView, tokenize
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from decodelab.beam import BeamResult
-    from decodelab.engine import Generation
-    from decodelab.records import Result
-    from decodelab.scoring import Score
-    from decodelab.session import Session
+__all__ = ["LM", "Prompt", "make_config"]
 
 Prompt = str | list[Message] | list[int]
-
-
-def make_config(config: GenerationConfig | None, options: dict) -> GenerationConfig:
-    """`config` with `options` applied (or a fresh config); unknown option names are one clear error."""
-    known = {f.name for f in fields(GenerationConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise BadInput(f"unknown generation option {unknown[0]!r}: choose from {', '.join(sorted(known))}")
-    return (config or GenerationConfig()).with_(**options) if options else (config or GenerationConfig())
 
 
 @dataclass
@@ -64,9 +55,14 @@ class LM:
     def device(self) -> torch.device:
         return self.backend.device
 
+    @property
+    def decoder(self) -> Decoder:
+        """What decoding reads of this model: backend, tokenizer and eos ids (see `decodelab.decoder`)."""
+        return Decoder(self.backend, self.tokenizer, self.eos_ids)
+
     def stop_ids(self, stop_strings: tuple[str, ...] | list[str] = ()) -> frozenset[int]:
         """Token ids that end generation: eos ids, the template's end-of-turn markers, one-token stop strings."""
-        return detect_stop_ids(self.tokenizer, self.eos_ids, stop_strings)
+        return self.decoder.stop_ids(stop_strings)
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> TokenView:
         """The token view of `text` (what the model sees when given it as a plain prompt)."""
@@ -111,58 +107,49 @@ class LM:
         return Distribution(logits, self.tokenizer, ids)
 
     def generation(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, n: int = 1,
-                   config: GenerationConfig | None = None, **options) -> Generation:
+                   config: GenerationConfig | None = None, **options: Any) -> Generation:
         """A traced generation to iterate (Steps as they happen); `.results` holds one Result per row at the end.
 
         Options are `GenerationConfig` fields: max_new_tokens, greedy, temperature, top_k, top_p, min_p,
         typical_p, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, logit_bias,
         ban, stop, stop_token_ids, max_time, seed, samplers, top_n, trace.
         """
-        from decodelab.engine import Generation
-
-        return Generation(self, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options), n)
+        ids = self.prompt_ids(prompt, chat=chat, system=system)
+        return Generation(self.decoder, ids, make_config(config, options), n)
 
     def generate(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
-                 config: GenerationConfig | None = None, **options) -> Result:
+                 config: GenerationConfig | None = None, **options: Any) -> Result:
         """Generate to a stop; the Result holds the text, ids, stop reason and every Step."""
         return self.generation(prompt, chat=chat, system=system, config=config, **options).run()[0]
 
     def sample(self, prompt: Prompt, n: int, *, chat: bool = False, system: str | None = None,
-               config: GenerationConfig | None = None, **options) -> list[Result]:
+               config: GenerationConfig | None = None, **options: Any) -> list[Result]:
         """`n` samples of one prompt in one batched forward per step; row r uses seed + r."""
         return self.generation(prompt, chat=chat, system=system, n=n, config=config, **options).run()
 
     def stream(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
-               config: GenerationConfig | None = None, **options) -> Iterator[str]:
+               config: GenerationConfig | None = None, **options: Any) -> Iterator[str]:
         """Text deltas as they are generated; never splits a UTF-8 character, never shows a stop string."""
-        from decodelab.engine import stream_text
-
         return stream_text(self.generation(prompt, chat=chat, system=system, config=config, **options))
 
     def session(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
-                config: GenerationConfig | None = None, **options) -> Session:
+                config: GenerationConfig | None = None, **options: Any) -> Session:
         """An interactive session: distribution(), step(), append(token), fork(), undo(), save()."""
-        from decodelab.session import Session
-
-        return Session(self, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options))
+        return Session(self.decoder, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options))
 
     def beam_search(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, num_beams: int = 4,
-                    **options) -> BeamResult:
+                    **options: Any) -> BeamResult:
         """Beam search with a traced beam tree; equal to transformers' generate(num_beams=..., do_sample=False).
 
         Options: max_new_tokens, length_penalty, early_stopping (True | False | "never"), num_return_sequences,
         no_repeat_ngram_size, repetition_penalty, stop_token_ids. See `decodelab.beam`.
         """
-        from decodelab.beam import beam_search
+        return beam_search(self.decoder, self.prompt_ids(prompt, chat=chat, system=system), num_beams, **options)
 
-        return beam_search(self, self.prompt_ids(prompt, chat=chat, system=system), num_beams, **options)
-
-    def score(self, text: str, prompt: str | None = None, **options) -> Score:
+    def score(self, text: str, prompt: str | None = None, **options: Any) -> Score:
         """Per-token logprob, probability, rank and surprisal of `text` (after `prompt`), with the total
         logprob and perplexity; long texts are scored in sliding windows. See `decodelab.scoring`."""
-        from decodelab.scoring import score_text
-
-        return score_text(self, text, prompt, **options)
+        return score_text(self.decoder, text, prompt, **options)
 
     def __repr__(self) -> str:
         return f"LM({self.name!r}, source={self.source}, context={self.context_length}, dtype={self.dtype})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,11 +16,16 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Alternative:
     id: int
-    piece: str
+    piece: str  # readable text of the token (partial characters as <0xNN>)
     prob: float
+    bytes: builtins.bytes = b""  # exact bytes the token adds to the text; left empty, its piece's UTF-8
+
+    def __post_init__(self) -> None:
+        if not self.bytes and self.piece:
+            object.__setattr__(self, "bytes", self.piece.encode())
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "piece": self.piece, "prob": self.prob}
+        return {"id": self.id, "piece": self.piece, "prob": self.prob, "bytes": list(self.bytes)}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,15 @@ class Step:
     stages: tuple[StageReport, ...] = ()  # what each stage kept and removed
     row: int = 0  # batch row (sample number) for n > 1
     forced: bool = False  # appended by the user rather than chosen by the selector
+    bytes: builtins.bytes = b""  # exact bytes the token adds to the text; left empty, its piece's UTF-8
+    is_stop: bool = False  # one of the run's stop tokens: choosing it ended (or would end) the generation
+    special: bool = False  # a control token such as <|im_end|>, not text
+
+    def __post_init__(self) -> None:
+        # A Step built by hand from a piece of plain text: its bytes are that text's. (Never parsed back from
+        # the piece: model text can read "<0x41>", which is six bytes, not one.)
+        if not self.bytes and self.piece:
+            object.__setattr__(self, "bytes", self.piece.encode())
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +70,9 @@ class Step:
             "stages": [s.to_dict() for s in self.stages],
             "row": self.row,
             "forced": self.forced,
+            "bytes": list(self.bytes),  # as OpenAI's logprobs give them: JSON has no byte strings
+            "is_stop": self.is_stop,
+            "special": self.special,
         }
 
     def choices(self, n: int = 5) -> str:

@@ -1,6 +1,6 @@
 """Scoring a text: how likely the model found each of its tokens, given everything before it.
 
-    score_text(lm, " Paris.", prompt="The capital of France is")  # or score_text(lm, text)
+    score_text(lm, " Paris.", prompt="The capital of France is")  # or score_text(lm, text); lm or lm.decoder
     score_ids(lm, prompt_ids + generated_ids, len(prompt_ids))
 
 Every scored token gets its log-probability, probability, rank and surprisal, plus the entropy and nucleus
@@ -19,22 +19,22 @@ for an 8192-token window).
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from decodelab import decoding
+from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.errors import BadInput
 from decodelab.metrics import mean_entropy, mean_nucleus_size, nucleus_sizes
 from decodelab.tokenizer import Tokenizer
-from decodelab.tokens import token_piece, visible
+from decodelab.tokens import readable_piece, visible
 
 if TYPE_CHECKING:
     import pandas
-
-    from decodelab.model import LM
 
 _ROWS_PER_BLOCK = 64  # positions whose (V,) statistics are computed at once: bounds the sort's memory
 
@@ -53,12 +53,17 @@ class ScoredToken:
     nucleus_size: int  # fewest most likely tokens holding `Score.nucleus_p` of that distribution's mass
     position: int  # index in the scored ids (prompt included)
     context: int  # tokens the model saw before this one: all of them unless a long text was windowed
+    bytes: builtins.bytes = b""  # exact bytes the token adds to the text; left empty, its piece's UTF-8
+
+    def __post_init__(self) -> None:
+        if not self.bytes and self.piece:
+            object.__setattr__(self, "bytes", self.piece.encode())
 
     def to_dict(self) -> dict:
         return {
             "position": self.position, "id": self.id, "piece": self.piece, "logprob": self.logprob,
             "prob": self.prob, "rank": self.rank, "surprisal_bits": self.surprisal_bits, "entropy": self.entropy,
-            "nucleus_size": self.nucleus_size, "context": self.context,
+            "nucleus_size": self.nucleus_size, "context": self.context, "bytes": list(self.bytes),
         }
 
 
@@ -125,17 +130,18 @@ class Score:
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per scored token: position, id, piece, logprob, prob, rank, surprisal, entropy, nucleus size,
-        context (needs pandas)."""
+        context, bytes (needs pandas)."""
         from decodelab.display import data_frame
 
         return data_frame(token.to_dict() for token in self.tokens)
 
 
-def score_text(lm: LM, text: str, prompt: str | None = None, *, stride: int | None = None,
+def score_text(model: Decoder | HasDecoder, text: str, prompt: str | None = None, *, stride: int | None = None,
                nucleus_p: float = 0.9) -> Score:
     """Score `text`, as a continuation of `prompt` when one is given.
 
-    With a prompt, every token of `text` is scored; the prompt is tokenized as `lm.generate(prompt)` would
+    `model` is an `LM` or its `Decoder`. With a prompt, every token of `text` is scored; the prompt is tokenized
+    as `lm.generate(prompt)` would
     (special tokens included) and `text` without special tokens. Without a prompt, the first token has no
     context to be predicted from: if the tokenizer adds special tokens in front (a BOS), those are the
     context and every token of the text is scored; otherwise (GPT-2, SmolLM2) scoring starts at the text's
@@ -143,7 +149,7 @@ def score_text(lm: LM, text: str, prompt: str | None = None, *, stride: int | No
     """
     if not isinstance(text, str) or not text:
         raise BadInput(f"text is empty: give some text to score, got {text!r}")
-    tokenizer = lm.tokenizer
+    tokenizer = as_decoder(model).tokenizer
     if prompt is None:
         ids, prompt_length = _text_ids(tokenizer, text)
     else:
@@ -158,7 +164,7 @@ def score_text(lm: LM, text: str, prompt: str | None = None, *, stride: int | No
             empty = text if prompt_ids else prompt
             raise BadInput(f"the tokenizer turned {empty!r} into no tokens: nothing to score")
         ids, prompt_length = prompt_ids + text_ids, len(prompt_ids)
-    return score_ids(lm, ids, prompt_length, stride=stride, nucleus_p=nucleus_p)
+    return score_ids(model, ids, prompt_length, stride=stride, nucleus_p=nucleus_p)
 
 
 def _text_ids(tokenizer: Tokenizer, text: str) -> tuple[list[int], int]:
@@ -178,32 +184,34 @@ def _text_ids(tokenizer: Tokenizer, text: str) -> tuple[list[int], int]:
     return plain, 1
 
 
-def score_ids(lm: LM, ids: list[int], prompt_length: int, *, stride: int | None = None,
+def score_ids(model: Decoder | HasDecoder, ids: list[int], prompt_length: int, *, stride: int | None = None,
               nucleus_p: float = 0.9) -> Score:
     """Score `ids[prompt_length:]`, each token given all ids before it (prompt_length >= 1: the first has none).
 
     `stride` (default half the context) is how many new tokens each window scores when `ids` is longer than
-    `lm.context_length`; `nucleus_p` is the mass `ScoredToken.nucleus_size` counts up to.
+    the model's context length; `nucleus_p` is the mass `ScoredToken.nucleus_size` counts up to.
     """
-    _check_ids(ids, prompt_length, lm.backend.vocab_size)
+    decoder = as_decoder(model)
+    _check_ids(ids, prompt_length, decoder.vocab_size)
     if isinstance(nucleus_p, bool) or not isinstance(nucleus_p, (int, float)) or not 0 < nucleus_p <= 1:
         raise BadInput(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
-    window = lm.context_length
+    window = decoder.context_length
     stride = window // 2 if stride is None else stride
     if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride < window:
         raise BadInput(f"stride must be a whole number in [1, {window - 1}] (below the context length), got {stride!r}")
     plan = plan_windows(len(ids), prompt_length, window, stride)
     tokens: list[ScoredToken] = []
     for begin, start, end in plan:
-        tokens += _score_window(lm, ids, begin, start, end, nucleus_p)
+        tokens += _score_window(decoder, ids, begin, start, end, nucleus_p)
     return Score(list(ids), prompt_length, tokens, float(nucleus_p), window, stride, len(plan))
 
 
-def _score_window(lm: LM, ids: list[int], begin: int, start: int, end: int, nucleus_p: float) -> list[ScoredToken]:
+def _score_window(decoder: Decoder, ids: list[int], begin: int, start: int, end: int,
+                  nucleus_p: float) -> list[ScoredToken]:
     """Score ids[start:end] reading ids[begin:end], streamed through a fresh KV cache a chunk at a time."""
-    backend, chunk = lm.backend, decoding.PREFILL_CHUNK
+    backend, chunk = decoder.backend, decoding.PREFILL_CHUNK
     cache = backend.new_cache(1)
-    window = torch.tensor([ids[begin:end]], device=lm.device)  # (1, T), T <= context length
+    window = torch.tensor([ids[begin:end]], device=decoder.device)  # (1, T), T <= context length
     # The logits at position i predict id i + 1: targets ids[start:end] read positions start-1 .. end-2.
     # The positions before start-1 are context only: fed through the cache, no logits kept.
     first = start - 1 - begin  # window position of the first logits needed
@@ -213,7 +221,7 @@ def _score_window(lm: LM, ids: list[int], begin: int, start: int, end: int, nucl
     for at in range(first, end - 1 - begin, chunk):
         piece = window[:, at : min(at + chunk, end - 1 - begin)]  # (1, t): the last id predicts nothing scored here
         logits = backend.forward(piece, cache)[0]  # (t, V) predicting targets ids[begin+at+1 : begin+at+t+1]
-        tokens += _score_positions(lm.tokenizer, logits, ids, begin + at + 1, begin, nucleus_p)
+        tokens += _score_positions(decoder.tokenizer, logits, ids, begin + at + 1, begin, nucleus_p)
         del logits  # freed before the next chunk's forward: one chunk's logits live at a time
     return tokens
 
@@ -235,7 +243,7 @@ def plan_windows(length: int, first: int, window: int, stride: int) -> list[tupl
     return plan
 
 
-def _check_ids(ids: Any, prompt_length: Any, vocab_size: int) -> None:
+def _check_ids(ids: object, prompt_length: object, vocab_size: int) -> None:
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise BadInput(f"ids must be a list of token ids (ints), got {ids!r:.80}")
     if len(ids) < 2:
@@ -268,10 +276,10 @@ def _score_positions(tokenizer: Tokenizer, logits: torch.Tensor, ids: list[int],
         for row, (token_id, logprob, rank, entropy, nucleus) in enumerate(
             zip(targets.tolist(), chosen.tolist(), ranks.tolist(), entropies.tolist(), nuclei.tolist())
         ):
-            position = first + row
+            position, raw = first + row, tokenizer.token_bytes(token_id)
             tokens.append(ScoredToken(
-                id=token_id, piece=token_piece(tokenizer, token_id), logprob=logprob, prob=math.exp(logprob),
+                id=token_id, piece=readable_piece(raw), logprob=logprob, prob=math.exp(logprob),
                 rank=rank, surprisal_bits=-logprob / math.log(2), entropy=entropy, nucleus_size=nucleus,
-                position=position, context=position - begin,
+                position=position, context=position - begin, bytes=raw,
             ))
     return tokens

@@ -8,25 +8,27 @@ that only steps makes the same draws as `lm.generate` with the same seed.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
+from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, make_step, select
 from decodelab.distribution import Distribution
+from decodelab.engine import make_config
 from decodelab.errors import BadInput, DecodelabError
 from decodelab.generation_config import GenerationConfig
 from decodelab.records import Step, StopReason
+from decodelab.text_tracking import TextTracker
 from decodelab.tokens import readable_piece
 
 
 class Session:
-    def __init__(self, lm, prompt_ids: list[int], config: GenerationConfig | None = None):
-        self.lm = lm
+    def __init__(self, model: Decoder | HasDecoder, prompt_ids: list[int], config: GenerationConfig | None = None):
+        self.decoder = as_decoder(model)
         self.config = config or GenerationConfig()
         self.seed = self.config.seed if self.config.seed is not None else secrets.randbits(62)
-        self.stop_ids = frozenset(
-            self.config.stop_token_ids if self.config.stop_token_ids is not None else lm.stop_ids(self.config.stop)
-        )
+        self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
         self._chain = self.config.chain()
-        self._state = DecodeState(lm.backend, prompt_ids)
+        self._state = DecodeState(self.decoder.backend, prompt_ids)
         self.steps: list[Step] = []
         self._draws: list[int | None] = []  # per step: the draw number used, None for forced tokens
         self._configs: list[GenerationConfig] = []  # per step: the config it was chosen under
@@ -44,40 +46,40 @@ class Session:
     @property
     def text(self) -> str:
         """Text added after the prompt (partial characters at the end shown as <0xNN>)."""
-        return readable_piece(b"".join(self.lm.tokenizer.token_bytes(i) for i in self.token_ids))
+        return readable_piece(b"".join(step.bytes for step in self.steps))
 
     @property
     def full_text(self) -> str:
-        return self.lm.tokenizer.decode(self._state.ids[0].tolist())
+        return self.decoder.tokenizer.decode(self._state.ids[0].tolist())
 
     @property
     def stop_reason(self) -> StopReason | None:
-        """Why a generation would stop here, if it would."""
-        if self.token_ids and self.token_ids[-1] in self.stop_ids:
-            return StopReason("stop_token", token_id=self.token_ids[-1])
-        for stop in self.config.stop:
-            if stop in self.text:
-                return StopReason("stop_string", string=stop)
+        """Why a generation would stop here, if it would: the last token is a stop token, or the text holds a
+        stop string (found as the generation loop finds it, across token boundaries), or the context is full."""
+        if self.steps and self.steps[-1].is_stop:
+            return StopReason("stop_token", token_id=self.steps[-1].token_id)
+        tracker = TextTracker(self.config.stop)
+        for step in self.steps:
+            if (fired := tracker.add(step.bytes)) is not None:
+                return StopReason("stop_string", string=fired)
         if self._state.room == 0:
             return StopReason("context_full")
         return None
 
-    def configure(self, config: GenerationConfig | None = None, **options) -> None:
+    def configure(self, config: GenerationConfig | None = None, **options: Any) -> None:
         """Choose the next tokens under another config (e.g. the web page's sliders). Earlier steps keep
-        theirs, and `save()` records each step's config, so a replay still reproduces every token."""
-        from decodelab.model import make_config
-
+        theirs, and `save()` records each step's config, so a replay still reproduces every token. The stop
+        ids follow the new config (its stop_token_ids, or the model's plus its one-token stop strings)."""
         self.config = make_config(config or self.config, options)
         self._chain = self.config.chain()
-        if self.config.stop_token_ids is not None:
-            self.stop_ids = frozenset(self.config.stop_token_ids)
+        self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
 
     def distribution(self, after_samplers: bool = False) -> Distribution:
         """The next-token distribution: the model's own, or after the configured sampler chain."""
         logits = self._state.logits
         if after_samplers:
             logits = self._chain(logits, self._state.history)
-        return Distribution(logits[0], self.lm.tokenizer, self._state.ids[0].tolist())
+        return Distribution(logits[0], self.decoder.tokenizer, self._state.ids[0].tolist())
 
     def step(self) -> Step:
         """Choose one token with the configured strategy and append it."""
@@ -88,12 +90,12 @@ class Session:
     def append(self, token: int | str) -> Step:
         """Force a token (by id, or a text that is exactly one token): branch where the model would not go."""
         if isinstance(token, str):
-            ids = self.lm.tokenizer.encode(token, add_special_tokens=False)
+            ids = self.decoder.tokenizer.encode(token, add_special_tokens=False)
             if len(ids) != 1:
                 raise BadInput(f"{token!r} is {len(ids)} tokens, not one: append an id or a single-token text")
             token = ids[0]
-        if not isinstance(token, int) or not 0 <= token < self.lm.backend.vocab_size:
-            raise BadInput(f"token must be an id in [0, {self.lm.backend.vocab_size}), got {token!r}")
+        if not isinstance(token, int) or not 0 <= token < self.decoder.vocab_size:
+            raise BadInput(f"token must be an id in [0, {self.decoder.vocab_size}), got {token!r}")
         return self._advance(token, None)
 
     def undo(self, count: int = 1) -> list[Step]:
@@ -127,12 +129,13 @@ class Session:
         return {"prompt_ids": self.prompt_ids, "config": base.to_dict(), "seed": self.seed, "tokens": tokens}
 
     @classmethod
-    def replay(cls, lm, saved: dict) -> Session:
+    def replay(cls, model: Decoder | HasDecoder, saved: dict) -> Session:
         """Rebuild a saved session by redoing its draws with its seed; fails loudly if anything diverges."""
         config = GenerationConfig.from_dict({**saved["config"], "seed": saved["seed"]})
-        session = cls(lm, saved["prompt_ids"], config)
+        session = cls(model, saved["prompt_ids"], config)
         for index, token in enumerate(saved["tokens"]):
-            session.configure(GenerationConfig.from_dict({**token.get("config", saved["config"]), "seed": saved["seed"]}))
+            values = {**token.get("config", saved["config"]), "seed": saved["seed"]}
+            session.configure(GenerationConfig.from_dict(values))
             if token["draw"] is None:
                 session.append(token["id"])
             else:
@@ -147,12 +150,12 @@ class Session:
 
     def _advance(self, forced: int | None, draw: int | None) -> Step:
         if self._state.room == 0:
-            raise BadInput(f"the context is full ({self.lm.backend.context_length} tokens): undo or start over")
+            raise BadInput(f"the context is full ({self.decoder.context_length} tokens): undo or start over")
         raw = self._state.logits  # (1, V)
         final, reports = self._chain.traced(raw, self._state.history)
         token = forced if forced is not None else int(select(final, self.config.is_greedy, [self.seed], draw)[0])
-        step = make_step(self.lm.tokenizer, raw[0], final[0], token, len(self.steps), self.config.top_n, True,
-                         reports[0], forced=forced is not None)
+        step = make_step(self.decoder.tokenizer, raw[0], final[0], token, len(self.steps), self.config.top_n, True,
+                         reports[0], forced=forced is not None, stop_ids=self.stop_ids)
         self.steps.append(step)
         self._draws.append(draw)
         self._configs.append(self.config)

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,19 +19,22 @@ from decodelab.server.limits import ServerLimits
 from decodelab.server.runner import Runner
 from decodelab.server.sessions import SECRET_HEADER, SessionStore
 
+if TYPE_CHECKING:
+    from decodelab.model import LM
+
 STATIC = resources.files("decodelab.server") / "static"
 
 
 @dataclass
 class ServerState:
-    lm: object  # decodelab.LM
+    lm: LM
     runner: Runner
     sessions: SessionStore
     limits: ServerLimits
     api_key: str | None = None
 
 
-def create_app(lm, *, api_key: str | None = None, host: str = "127.0.0.1", extra_hosts: Iterable[str] = (),
+def create_app(lm: LM, *, api_key: str | None = None, host: str = "127.0.0.1", extra_hosts: Iterable[str] = (),
                cors_origins: Iterable[str] = (), **limits) -> FastAPI:
     """The server for one loaded model. `limits` are `ServerLimits` fields (max_queue=8, max_body_bytes, ...);
     `host` and `extra_hosts` are the Host names it answers to besides localhost."""

@@ -13,15 +13,21 @@ import contextlib
 import math
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
 from decodelab.generation_config import GenerationConfig
-from decodelab.records import Result, Step, StopReason
+from decodelab.records import Alternative, Result, Step, StopReason
 from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.limits import kv_cost
 from decodelab.server.openai_schemas import ChatRequest, CompletionRequest, SamplingRequest
 from decodelab.server.sse import STREAM_RESPONSE, EventStream, event, finite
+
+if TYPE_CHECKING:
+    from decodelab.engine import Generation
+    from decodelab.model import LM
+    from decodelab.server.app import ServerState
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (OpenAI's is the whole context)
@@ -29,11 +35,11 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (less
 DISCONNECT_CHECK_EVERY = 8  # steps between checks that a non-streaming client is still there
 
 
-def _app(request: Request):
+def _app(request: Request) -> ServerState:
     return request.app.state.decodelab
 
 
-def served_names(lm) -> list[str]:
+def served_names(lm: LM) -> list[str]:
     return [lm.name]
 
 
@@ -51,7 +57,7 @@ async def get_model(model_id: str, request: Request) -> dict:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "decodelab"}
 
 
-def _check_model(lm, name: str) -> None:
+def _check_model(lm: LM, name: str) -> None:
     if name not in served_names(lm):
         raise APIError(404, f"the model {name!r} does not exist here: this server serves {lm.name!r} (see GET /v1/models)",
                        param="model", code="model_not_found")
@@ -61,7 +67,7 @@ def _finish_reason(reason: StopReason) -> str:
     return "stop" if reason.kind in ("stop_token", "stop_string") else "length"
 
 
-def _max_tokens(lm, requested: int | None, prompt_length: int, default: int) -> int:
+def _max_tokens(lm: LM, requested: int | None, prompt_length: int, default: int) -> int:
     room = lm.context_length - prompt_length
     if room <= 0:
         raise APIError(400, f"the prompt is {prompt_length} tokens and {lm.name} reads at most {lm.context_length}: "
@@ -87,12 +93,12 @@ def _log(prob: float) -> float:
     return math.log(prob) if prob > 0 else -9999.0  # OpenAI's stand-in for log(0)
 
 
-def _text_steps(steps: list[Step], reason: StopReason) -> list[Step]:
+def _text_steps(steps: list[Step]) -> list[Step]:
     """The steps whose tokens are part of the text: all but a stop token that ended the choice."""
-    return steps[:-1] if reason.kind == "stop_token" and steps else steps
+    return steps[:-1] if steps and steps[-1].is_stop else steps
 
 
-def _alternative_logprob(step: Step, alternative) -> float:
+def _alternative_logprob(step: Step, alternative: Alternative) -> float:
     """An alternative's log-probability; the chosen token's is exactly the step's own."""
     return step.logprob if alternative.id == step.token_id else _log(alternative.prob)
 
@@ -101,13 +107,13 @@ class TextOffsets:
     """Where each token starts in a choice's text, in characters: what was decoded before it. (A token that
     only holds part of a character starts where that character will.)"""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._length = 0
 
-    def add(self, raw: bytes) -> int:
+    def add(self, step: Step) -> int:
         start = self._length
-        self._length += len(self._decoder.decode(raw))
+        self._length += len(self._decoder.decode(step.bytes))
         return start
 
 
@@ -127,13 +133,13 @@ def completion_logprobs(steps: list[Step], top: int, offsets: list[int]) -> dict
     }
 
 
-def chat_logprobs(lm, steps: list[Step], top: int) -> dict:
-    token_bytes = lm.tokenizer.token_bytes
+def chat_logprobs(steps: list[Step], top: int) -> dict:
+    """The chat shape: one entry per token, each with its bytes and its `top` alternatives."""
     return {"content": [
         {
-            "token": step.piece, "logprob": step.logprob, "bytes": list(token_bytes(step.token_id)),
+            "token": step.piece, "logprob": step.logprob, "bytes": list(step.bytes),
             "top_logprobs": [
-                {"token": alt.piece, "logprob": _alternative_logprob(step, alt), "bytes": list(token_bytes(alt.id))}
+                {"token": alt.piece, "logprob": _alternative_logprob(step, alt), "bytes": list(alt.bytes)}
                 for alt in step.raw_top[:top]
             ],
         }
@@ -226,7 +232,7 @@ async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bo
 class Reply:
     """Turns one Generation into OpenAI's response objects: whole, or as stream chunks."""
 
-    def __init__(self, lm, generation, kind: str, top_logprobs: int | None):
+    def __init__(self, lm: LM, generation: Generation, kind: str, top_logprobs: int | None):
         self.lm, self.generation, self.kind, self.top = lm, generation, kind, top_logprobs
         self.chat = kind == "chat.completion"
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_urlsafe(18)
@@ -244,15 +250,14 @@ class Reply:
         if self.top is None:
             return None
         if self.chat:
-            return chat_logprobs(self.lm, steps, self.top)
-        token_bytes = self.lm.tokenizer.token_bytes
-        return completion_logprobs(steps, self.top, [offsets.add(token_bytes(step.token_id)) for step in steps])
+            return chat_logprobs(steps, self.top)
+        return completion_logprobs(steps, self.top, [offsets.add(step) for step in steps])
 
     def complete(self) -> dict:
         results = self.generation.results
         choices = []
         for row, result in enumerate(results):
-            logprobs = self._logprobs(_text_steps(result.steps, result.stop_reason), TextOffsets())
+            logprobs = self._logprobs(_text_steps(result.steps), TextOffsets())
             choice = {"index": row, "finish_reason": _finish_reason(result.stop_reason), "logprobs": logprobs}
             if self.chat:
                 choice["message"] = {"role": "assistant", "content": result.text, "refusal": None}
@@ -283,7 +288,7 @@ class Reply:
             async with contextlib.aclosing(runner.iterate(steps)) as stream:
                 async for step in stream:
                     row = step.row
-                    if step.token_id in generation.stop_ids:
+                    if step.is_stop:
                         continue  # the stop token is not part of the text
                     safe = generation.safe_text(row)
                     delta, shown[row] = safe[shown[row]:], max(shown[row], len(safe))

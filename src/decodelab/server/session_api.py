@@ -137,7 +137,7 @@ def _configure(session: Session, body: StepRequest) -> None:
 def _check_can_continue(session: Session) -> None:
     reason = session.stop_reason
     if reason is not None and reason.kind == "context_full":
-        raise BadInput(f"the context is full ({session.lm.context_length} tokens): undo some tokens or start over")
+        raise BadInput(f"the context is full ({session.decoder.context_length} tokens): undo some tokens or start over")
 
 
 def _step(live: LiveSession, body: StepRequest) -> dict:
