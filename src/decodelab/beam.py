@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from decodelab import views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState
 from decodelab.errors import BadInput
@@ -173,16 +174,18 @@ class BeamTree:
     def path(self, node_id: int) -> list[BeamNode]:
         """The nodes from the first generated token down to `node_id` (the root left out)."""
         nodes = []
-        while self.nodes[node_id].parent_id is not None:
+        parent = self.nodes[node_id].parent_id
+        while parent is not None:
             nodes.append(self.nodes[node_id])
-            node_id = self.nodes[node_id].parent_id
+            node_id, parent = parent, self.nodes[parent].parent_id
         return nodes[::-1]
 
     def children(self) -> dict[int, list[BeamNode]]:
         """Parent id -> its children, best first."""
         by_parent: dict[int, list[BeamNode]] = {}
         for node in self.nodes[1:]:
-            by_parent.setdefault(node.parent_id, []).append(node)
+            if node.parent_id is not None:  # every node but the root has one
+                by_parent.setdefault(node.parent_id, []).append(node)
         return by_parent
 
     def render(self, max_children: int | None = 4) -> str:
@@ -216,15 +219,11 @@ class BeamTree:
 
     def _repr_html_(self) -> str:
         """Jupyter: the tree as nested lists, kept / finished / pruned in colour."""
-        from decodelab.display import beam_tree_html
-
-        return beam_tree_html(self)
+        return views.html(self)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per node (the index is its id): parent, step, token, logprobs, rank, status (needs pandas)."""
-        from decodelab.display import data_frame
-
-        return data_frame((node.to_dict() for node in self.nodes), index="id")
+        return views.frame(self)
 
 
 @dataclass
@@ -241,9 +240,7 @@ class BeamResult:
 
     def _repr_html_(self) -> str:
         """Jupyter: the returned sequences with their scores, then the search tree."""
-        from decodelab.display import beam_html
-
-        return beam_html(self)
+        return views.html(self)
 
 
 def beam_search(model: Decoder | HasDecoder, prompt_ids: list[int], num_beams: int, max_new_tokens: int = 64,
@@ -290,7 +287,9 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
 
         # Each candidate, best first: a live beam next step (the best num_beams that do not end), a finished
         # hypothesis (ends and ranks in the top num_beams), or pruned.
-        kept_ranks, ended, nodes = [], [], []
+        kept_ranks: list[int] = []
+        ended: list[BeamHypothesis] = []
+        nodes: list[BeamNode] = []
         for rank, (row, token, total) in enumerate(zip(parent_rows, tokens, top_totals.tolist())):
             stopped = token in stop_ids
             node = tree.add(parent_id=live[row].node_id, step=step, token_id=token,

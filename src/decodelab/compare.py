@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from decodelab import views
 from decodelab.errors import BadInput
 from decodelab.metrics import distinct_n, mean_entropy, mean_nucleus_size, repeated_ngram_rate
 from decodelab.samplers import STAGES, Setting, all_settings
@@ -107,15 +108,11 @@ class Comparison(list[Outcome]):
 
     def _repr_html_(self) -> str:
         """Jupyter: the metrics side by side, then each strategy's text."""
-        from decodelab.display import comparison_html
-
-        return comparison_html(self)
+        return views.html(self)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per strategy (the index), one column per measurement and the text (needs pandas)."""
-        from decodelab.display import data_frame
-
-        return data_frame((outcome.to_dict() for outcome in self), index="strategy")
+        return views.frame(self)
 
 
 def compare(model: Decoder | HasDecoder, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0,

@@ -116,14 +116,14 @@ def select(final_logits: torch.Tensor, greedy: bool, row_seeds: list[int], posit
             raise _nothing_left()
         return tokens
     probs = final_logits.softmax(dim=-1)  # (B, V); a row with nothing left is all NaN
-    tokens = []
+    drawn = []
     for row, row_seed in enumerate(row_seeds):
         generator = torch.Generator(device=probs.device).manual_seed(draw_seed(row_seed, position))
         try:
-            tokens.append(torch.multinomial(probs[row], 1, generator=generator))
+            drawn.append(torch.multinomial(probs[row], 1, generator=generator))
         except RuntimeError:  # "probability tensor contains either inf, nan or element < 0"
             raise _nothing_left() from None
-    return torch.cat(tokens)
+    return torch.cat(drawn)
 
 
 def _nothing_left() -> BadInput:

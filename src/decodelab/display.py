@@ -1,8 +1,9 @@
-"""Notebook views of decodelab's records: HTML for Jupyter's `_repr_html_`, and pandas tables.
+"""HTML views of decodelab's records, for Jupyter's `_repr_html_` (pandas tables are in `decodelab.tables`).
 
-Every `_repr_html_` in decodelab delegates here. The HTML is self-contained — inline styles, no scripts,
-nothing fetched — so it renders offline, and details show on hover through `title` attributes. Every
-piece of user or model text goes through `html.escape`, so a prompt holding `<script>` shows as text.
+Every record's `_repr_html_` calls `views.html`, which dispatches to the function registered here for its type.
+The HTML is self-contained — inline styles, no scripts, nothing fetched — so it renders offline, and details
+show on hover through `title` attributes. Every piece of user or model text goes through `html.escape`, so a
+prompt holding `<script>` shows as text. Tokens are grouped into whole characters by their recorded bytes.
 
     token_view_html(view)      chips with ids; special tokens marked
     distribution_html(dist)    the top tokens as a table with bars
@@ -17,22 +18,17 @@ from __future__ import annotations
 import codecs
 import html
 import math
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TypeVar
 
-from decodelab.errors import DecodelabError
-from decodelab.tokens import visible
-
-if TYPE_CHECKING:
-    import pandas
-
-    from decodelab.beam import BeamNode, BeamResult, BeamTree
-    from decodelab.compare import Outcome
-    from decodelab.distribution import Distribution
-    from decodelab.engine import Generation
-    from decodelab.records import Result, Step
-    from decodelab.scoring import Score
-    from decodelab.tokens import TokenView
+from decodelab import views
+from decodelab.beam import BeamNode, BeamResult, BeamTree
+from decodelab.compare import Comparison, Outcome
+from decodelab.distribution import Distribution
+from decodelab.engine import Generation
+from decodelab.records import Result, Step
+from decodelab.scoring import Score, ScoredToken
+from decodelab.tokens import TokenView, visible
 
 BOX = "font-family:system-ui,sans-serif;font-size:13px;line-height:1.5"
 CAPTION = "color:#666;font-size:12px;margin:2px 0 6px"
@@ -46,6 +42,7 @@ STATUS_STYLE = {  # beam node status -> its label's style (the plot's colours)
     "root": "font-weight:bold", "kept": "background:#c6dbef", "finished": "background:#a1d99b;font-weight:bold",
     "pruned": "color:#999",
 }
+Piece = TypeVar("Piece", Step, ScoredToken)  # a token that carries its bytes
 
 
 def escape(text: str) -> str:
@@ -70,6 +67,7 @@ def _box(body: str, caption: str = "") -> str:
     return f'<div style="{BOX}">{caption_html}{body}</div>'
 
 
+@views.html.register(TokenView)
 def token_view_html(view: TokenView) -> str:
     """One chip per token: its piece (whitespace visible) over its id; special tokens in orange."""
     chips = []
@@ -86,6 +84,7 @@ def token_view_html(view: TokenView) -> str:
     return _box("".join(chips), caption)
 
 
+@views.html.register(Distribution)
 def distribution_html(dist: Distribution, n: int = 10) -> str:
     """The `n` most likely next tokens: rank, id, token, a bar, probability and logprob."""
     candidates = dist.top(n)
@@ -107,11 +106,12 @@ def distribution_html(dist: Distribution, n: int = 10) -> str:
     return _box(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>", caption)
 
 
-def _characters(tokens: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+def _characters(tokens: Sequence[Piece]) -> list[tuple[str, list[Piece]]]:
     """Tokens (Steps or ScoredTokens) grouped so each group is whole characters: a Korean syllable split
     over three byte tokens shows as the syllable, not as <0xEC><0x84><0x9C>."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    groups, text, pending = [], "", []
+    groups: list[tuple[str, list[Piece]]] = []
+    text, pending = "", list[Piece]()
     for token in tokens:
         text += decoder.decode(token.bytes)  # the bytes the record carries, never parsed back from its piece
         pending.append(token)
@@ -152,6 +152,7 @@ def steps_html(steps: Sequence[Step]) -> str:
     return f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.9">{"".join(spans)}</div>'
 
 
+@views.html.register(Result)
 def result_html(result: Result) -> str:
     """The trace of one generation: the text with every token shaded by its probability, details on hover."""
     caption = (f"{len(result.steps)} tokens · stopped by {escape(str(result.stop_reason))} · "
@@ -159,6 +160,7 @@ def result_html(result: Result) -> str:
     return _box(steps_html(result.steps) + _legend(), caption)
 
 
+@views.html.register(Generation)
 def generation_html(generation: Generation) -> str:
     """Each row's trace once the generation has run; before that, how to run it."""
     if not generation.results:
@@ -169,6 +171,7 @@ def generation_html(generation: Generation) -> str:
                    enumerate(generation.results))
 
 
+@views.html.register(Comparison)
 def comparison_html(outcomes: Sequence[Outcome]) -> str:
     """A metrics table (one column per strategy), then each strategy's text."""
     metrics = [
@@ -206,12 +209,11 @@ def _node_label(tree: BeamTree, node: BeamNode) -> str:
             f"{escape(note)}</span>")
 
 
+@views.html.register(BeamTree)
 def beam_tree_html(tree: BeamTree) -> str:
     """The search tree as nested lists; colours as in the plot (kept blue, finished green, pruned grey).
     Hover a token for its logprob and rank."""
-    children: dict[int, list[BeamNode]] = {}
-    for node in tree.nodes[1:]:
-        children.setdefault(node.parent_id, []).append(node)
+    children = tree.children()
 
     def walk(node: BeamNode) -> str:
         kids = children.get(node.id, [])
@@ -223,6 +225,7 @@ def beam_tree_html(tree: BeamTree) -> str:
     return f'<ul style="list-style:none;margin:0;padding:0">{walk(tree.nodes[0])}</ul>'
 
 
+@views.html.register(BeamResult)
 def beam_html(beam: BeamResult) -> str:
     """The returned sequences with their scores, then the whole search tree (collapsible)."""
     rows = "".join(
@@ -241,6 +244,7 @@ def beam_html(beam: BeamResult) -> str:
                 f"<details open><summary>search tree</summary>{beam_tree_html(tree)}</details>", caption)
 
 
+@views.html.register(Score)
 def score_html(score: Score) -> str:
     """The scored text, each token shaded by its probability; rank, surprisal and entropy on hover."""
     spans = [
@@ -254,13 +258,3 @@ def score_html(score: Score) -> str:
     body = f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.9">{"".join(spans)}</div>'
     return _box(body + _legend(), caption)
 
-
-def data_frame(rows: Iterable[dict[str, Any]], index: str | None = None) -> pandas.DataFrame:
-    """A pandas DataFrame of `rows` (one dict each); one clear error when pandas is not installed."""
-    try:
-        import pandas
-    except ImportError:
-        raise DecodelabError("pandas is not installed: `pip install pandas` (or decodelab[notebook]) "
-                             "to use .to_pandas()") from None
-    frame = pandas.DataFrame(list(rows))
-    return frame.set_index(index) if index is not None and index in frame else frame

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from decodelab import views
 from decodelab.errors import BadInput
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import token_piece, visible
@@ -86,12 +87,8 @@ class Distribution:
 
     def _repr_html_(self) -> str:
         """Jupyter: the top 10 as a table with bars, and the entropy."""
-        from decodelab.display import distribution_html
-
-        return distribution_html(self)
+        return views.html(self)
 
     def to_pandas(self, n: int = 10) -> pandas.DataFrame:
         """The `n` most likely next tokens: rank, id, piece, prob, logprob (needs pandas)."""
-        from decodelab.display import data_frame
-
-        return data_frame(candidate.to_dict() for candidate in self.top(n))
+        return views.frame(self, n=n)

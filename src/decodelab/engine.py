@@ -13,8 +13,9 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
+from decodelab import views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, make_step, select
 from decodelab.errors import BadInput
@@ -63,9 +64,7 @@ class Generation:
 
     def _repr_html_(self) -> str:
         """Jupyter: each row's trace once run (see `Result._repr_html_`); before that, how to run it."""
-        from decodelab.display import generation_html
-
-        return generation_html(self)
+        return views.html(self)
 
     def _run(self) -> Iterator[Step]:
         config, tokenizer = self.config, self.decoder.tokenizer
@@ -105,8 +104,9 @@ class Generation:
             state.advance(tokens)
         elapsed = time.perf_counter() - started
         self.results = [
-            Result(trackers[row].finish(), [s.token_id for s in self._steps[row]], reasons[row], self._steps[row],
-                   list(self.prompt_ids), row_seeds[row], elapsed)
+            Result(trackers[row].finish(), [s.token_id for s in self._steps[row]],
+                   cast(StopReason, reasons[row]),  # every row has its reason once the loop ends
+                   self._steps[row], list(self.prompt_ids), row_seeds[row], elapsed)
             for row in range(self.n)
         ]
 

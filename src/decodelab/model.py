@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+# The notebook views (`_repr_html_`, `to_pandas`) of every record an LM hands out are registered on import.
+import decodelab.display
+import decodelab.tables  # noqa: F401
 from decodelab.backends.base import Backend
 from decodelab.beam import BeamResult, beam_search
 from decodelab.chat import Message, build_messages, render_chat
@@ -80,17 +83,18 @@ class LM:
 
     def prompt_ids(self, prompt: Prompt, chat: bool = False, system: str | None = None) -> list[int]:
         """Token ids for a prompt (text, chat messages, or ids), checked to be non-empty and fit the context."""
+        ids: list[int]
         if isinstance(prompt, list) and all(isinstance(item, int) for item in prompt) and prompt:
-            ids = list(prompt)
+            ids = list(cast(list[int], prompt))
             vocab = self.backend.vocab_size
             if outside := [i for i in ids if not 0 <= i < vocab]:
                 raise BadInput(f"token id {outside[0]} is outside the vocabulary [0, {vocab}): give ids the model has")
         elif chat or (isinstance(prompt, list) and prompt):
-            ids = self.chat_tokens(prompt, system).ids
+            ids = self.chat_tokens(cast(str | list[Message], prompt), system).ids
         else:
             if not prompt:
                 raise BadInput("prompt is empty: give some text for the model to continue")
-            ids = self.tokenizer.encode(prompt)
+            ids = self.tokenizer.encode(cast(str, prompt))
         if not ids:
             raise BadInput("prompt is empty: give some text for the model to continue")
         if len(ids) > self.context_length:

@@ -6,6 +6,7 @@ import builtins
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from decodelab import views
 from decodelab.samplers import StageReport
 from decodelab.tokens import visible
 
@@ -127,18 +128,9 @@ class Result:
 
     def _repr_html_(self) -> str:
         """Jupyter: the text with each token shaded by its probability; alternatives on hover."""
-        from decodelab.display import result_html
-
-        return result_html(self)
+        return views.html(self)
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per step: step, id, piece, prob, raw_prob, logprob, rank, entropy, row, forced and the
-        model's top choices (needs pandas)."""
-        from decodelab.display import data_frame
-
-        scalars = ("step", "id", "piece", "prob", "raw_prob", "logprob", "rank", "entropy", "row", "forced")
-        rows = []
-        for step in self.steps:
-            values = step.to_dict()
-            rows.append({**{name: values[name] for name in scalars}, "choices": step.choices()})
-        return data_frame(rows)
+        """One row per step: step, id, piece, prob, raw_prob, logprob, rank, entropy, row, forced, is_stop and
+        the model's top choices (needs pandas)."""
+        return views.frame(self)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from decodelab import decoding
+from decodelab import decoding, views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.errors import BadInput
 from decodelab.metrics import mean_entropy, mean_nucleus_size, nucleus_sizes
@@ -124,16 +124,12 @@ class Score:
 
     def _repr_html_(self) -> str:
         """Jupyter: the scored text, each token shaded by its probability; rank and surprisal on hover."""
-        from decodelab.display import score_html
-
-        return score_html(self)
+        return views.html(self)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per scored token: position, id, piece, logprob, prob, rank, surprisal, entropy, nucleus size,
         context, bytes (needs pandas)."""
-        from decodelab.display import data_frame
-
-        return data_frame(token.to_dict() for token in self.tokens)
+        return views.frame(self)
 
 
 def score_text(model: Decoder | HasDecoder, text: str, prompt: str | None = None, *, stride: int | None = None,

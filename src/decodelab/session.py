@@ -122,7 +122,7 @@ class Session:
         base = self._configs[0] if self._configs else self.config
         tokens = []
         for step, draw, config in zip(self.steps, self._draws, self._configs):
-            token = {"id": step.token_id, "draw": draw}
+            token: dict[str, object] = {"id": step.token_id, "draw": draw}
             if config != base:
                 token["config"] = config.to_dict()
             tokens.append(token)
@@ -153,7 +153,11 @@ class Session:
             raise BadInput(f"the context is full ({self.decoder.context_length} tokens): undo or start over")
         raw = self._state.logits  # (1, V)
         final, reports = self._chain.traced(raw, self._state.history)
-        token = forced if forced is not None else int(select(final, self.config.is_greedy, [self.seed], draw)[0])
+        if forced is not None:
+            token = forced
+        else:
+            assert draw is not None  # a chosen token has its draw number
+            token = int(select(final, self.config.is_greedy, [self.seed], draw)[0])
         step = make_step(self.decoder.tokenizer, raw[0], final[0], token, len(self.steps), self.config.top_n, True,
                          reports[0], forced=forced is not None, stop_ids=self.stop_ids)
         self.steps.append(step)

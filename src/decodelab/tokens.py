@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
+from decodelab import views
 from decodelab.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -104,16 +105,12 @@ class TokenView(Sequence[Token]):
 
     def _repr_html_(self) -> str:
         """Jupyter: one chip per token with its id; special tokens marked."""
-        from decodelab.display import token_view_html
-
-        return token_view_html(self)
+        return views.html(self)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per token: id, piece, bytes (hex), start, end, special, and `text`: the characters its span
         covers (a Korean syllable split over several tokens shows on each of them). Needs pandas."""
-        from decodelab.display import data_frame
-
-        return data_frame({**token.to_dict(), "text": self.text[token.start : token.end]} for token in self.tokens)
+        return views.frame(self)
 
 
 def tokenize(tokenizer: Tokenizer, text: str, add_special_tokens: bool = True) -> TokenView:

@@ -196,7 +196,7 @@ async def chat_completions(body: ChatRequest, request: Request):
 
 
 async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bool, requested: int | None,
-               default: int | None, top: int, want_logprobs: bool, kind: str):
+               default: int, top: int, want_logprobs: bool, kind: str):
     lm, runner = app.lm, app.runner
     seed = body.seed if body.seed is not None else secrets.randbits(31)
 
