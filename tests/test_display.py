@@ -90,7 +90,7 @@ def test_a_real_generation_displays_its_steps(bundled):
     assert "not run yet" in generation._repr_html_()
     result = generation.run()[0]
     assert generation._repr_html_() == result._repr_html_()
-    assert visible_text(result._repr_html_()).startswith(f"6 tokens · stopped by max new tokens")
+    assert visible_text(result._repr_html_()).startswith("6 tokens · stopped by max new tokens")
     assert result.text in visible_text(result._repr_html_())
     frame = result.to_pandas()
     assert frame["id"].tolist() == result.token_ids

@@ -1,4 +1,8 @@
-"""`load()`: one entry point for the bundled model, a GGUF file, a local directory or a hub id."""
+"""`load()`: one entry point for the bundled model, a GGUF file, a local directory or a hub id.
+
+Which backend reads a directory comes from the backend table (`decodelab.backends.registry`); the built-in
+loaders at the end of this module register there as a third-party one would.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,20 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
+from decodelab.backends.registry import (
+    BACKENDS,
+    BackendLoader,
+    LoadRequest,
+    backend_names,
+    claiming_loader,
+    hub_loader,
+    register_backend,
+)
 from decodelab.errors import BadInput, DecodelabError, ModelNotFound
 from decodelab.gguf_cache import (
     BUNDLED_NAME,
@@ -24,7 +38,6 @@ from decodelab.model import LM
 from decodelab.tokenizer import Tokenizer
 
 BUNDLED_ALIASES = (None, "", "bundled", "default", BUNDLED_NAME.lower())
-BACKENDS = ("auto", "native", "transformers")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -42,12 +55,13 @@ def load(
     - a path to a `.gguf` file: converted and cached the same way.
     - a local model directory or a Hugging Face hub id (`gpt2`, `naver-hyperclovax/...`): via transformers.
 
-    `backend="auto"` runs converted Llama-family models on decodelab's native forward and everything else
-    on transformers; "native" or "transformers" force one.
+    `backend="auto"` runs tiny-GPT checkpoints on their own model, converted Llama-family models on decodelab's
+    native forward and everything else on transformers; "native" or "transformers" (or any registered backend)
+    force one.
     """
     torch_dtype = _parse_dtype(dtype)
-    if backend not in BACKENDS:
-        raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend not in backend_names():
+        raise BadInput(f"backend must be one of {', '.join(backend_names())}, got {backend!r}")
     if name_or_path is None or str(name_or_path).lower() in BUNDLED_ALIASES:
         gguf = bundled_gguf_path()
         return _load_converted(gguf, BUNDLED_NAME, "bundled", torch_dtype, device, backend, trust_remote_code)
@@ -78,7 +92,7 @@ def _looks_like_a_path(name: str) -> bool:
         name.startswith((".", "/", "~"))
         or name.lower().endswith((".gguf", ".safetensors", ".bin"))
         or name.count("/") > 1
-        or os.sep in name and not _is_hub_id_shape(name)
+        or (os.sep in name and not _is_hub_id_shape(name))
     )
 
 
@@ -131,26 +145,16 @@ def _first_line(exc: Exception) -> str:
 def _load_directory(
     directory: Path, name: str, source: str, dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool
 ) -> LM:
-    """A decodelab-converted directory runs natively when it can; any other directory goes through transformers."""
-    from decodelab.tinygpt.checkpoint import is_tinygpt_checkpoint, load_lm
-
-    if is_tinygpt_checkpoint(directory):  # trained with `decodelab tiny train`
-        return load_lm(directory, name, dtype, device)
-    if not (directory / "config.json").is_file():
-        raise ModelNotFound(f"{directory} has no config.json: point to a transformers model directory or a .gguf file")
-    wants_native = backend == "native" or (backend == "auto" and is_complete(directory))
-    if wants_native:
-        from decodelab.backends.llama import NativeLlama
-
-        config = json.loads((directory / "config.json").read_text())
-        try:
-            model = NativeLlama.from_directory(directory, dtype=dtype, device=device)
-        except DecodelabError:
-            if backend == "native":
-                raise
-        else:
-            return LM(name, model, Tokenizer.from_directory(directory), _eos_ids(directory, config), source, directory)
-    return _load_transformers(str(directory), name, source, dtype, device, trust_remote_code, local_only=True)
+    """The named backend's loader, or for "auto" the first registered one that claims the directory."""
+    if backend == "auto":
+        loader = claiming_loader(directory)
+        if loader is None:
+            raise ModelNotFound(
+                f"{directory} has no config.json: point to a transformers model directory or a .gguf file"
+            )
+    else:
+        loader = BACKENDS[backend]
+    return loader.load(LoadRequest(str(directory), name, source, dtype, device, trust_remote_code))
 
 
 def _eos_ids(directory: Path, config: dict) -> tuple[int, ...]:
@@ -168,12 +172,11 @@ def _as_ids(value: int | list[int] | None) -> tuple[int, ...]:
 
 
 def _load_hub(name: str, dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool) -> LM:
-    if backend == "native":
-        raise BadInput("backend='native' reads local directories only: download the model or use backend='auto'")
+    loader = hub_loader(backend)
     cached = _in_hub_cache(name)
     if not cached:
         _require_hub_access(name)
-    return _load_transformers(name, name, "hub", dtype, device, trust_remote_code, local_only=cached)
+    return loader.load(LoadRequest(name, name, "hub", dtype, device, trust_remote_code, local_only=cached))
 
 
 def _in_hub_cache(name: str) -> bool:
@@ -200,21 +203,77 @@ def _require_hub_access(name: str) -> None:
         raise ModelNotFound(offline_advice.format(f"({endpoint.hostname}) cannot be reached")) from None
 
 
-def _load_transformers(
-    location: str, name: str, source: str, dtype: torch.dtype, device: str, trust_remote_code: bool, local_only: bool
-) -> LM:
+# --- the built-in backends, registered in the order "auto" asks them ----------------------------------------------
+
+def _has_config(directory: Path) -> bool:
+    return (directory / "config.json").is_file()
+
+
+def _require_config(directory: Path) -> None:
+    if not _has_config(directory):
+        raise ModelNotFound(f"{directory} has no config.json: point to a transformers model directory or a .gguf file")
+
+
+def _is_tinygpt(directory: Path) -> bool:
+    from decodelab.tinygpt.checkpoint import is_tinygpt_checkpoint
+
+    return is_tinygpt_checkpoint(directory)
+
+
+def _load_tinygpt(request: LoadRequest) -> LM:
+    """A checkpoint trained with `decodelab tiny train`."""
+    from decodelab.tinygpt.checkpoint import load_lm
+
+    return load_lm(request.location, request.name, request.dtype, request.device)
+
+
+def _native_reads(directory: Path) -> bool:
+    """A decodelab-converted directory (complete) whose config the native Llama computes; others go on."""
+    from decodelab.backends.llama import LlamaConfig
+
+    if not (is_complete(directory) and _has_config(directory)):
+        return False
+    try:
+        LlamaConfig.from_hf_config(json.loads((directory / "config.json").read_text()))
+    except DecodelabError:
+        return False  # another architecture (a GGUF of a non-Llama model): transformers reads it
+    return True
+
+
+def _load_native(request: LoadRequest) -> LM:
+    from decodelab.backends.llama import NativeLlama
+
+    directory = Path(request.location)
+    _require_config(directory)
+    config = json.loads((directory / "config.json").read_text())
+    model = NativeLlama.from_directory(directory, dtype=request.dtype, device=request.device)
+    return LM(request.name, model, Tokenizer.from_directory(directory), _eos_ids(directory, config), request.source,
+              directory)
+
+
+def _load_transformers(request: LoadRequest) -> LM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from decodelab.backends.transformers import TransformersBackend
 
-    options = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
+    if request.directory is not None:
+        _require_config(request.directory)
+    location, name = request.location, request.name
+    options = {"trust_remote_code": request.trust_remote_code, "local_files_only": request.local_only}
     try:
         hf_tokenizer = AutoTokenizer.from_pretrained(location, **options)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **options).to(device)
+        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=request.dtype, **options)
+        model = model.to(request.device)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (it ships custom code: pass trust_remote_code=True if you trust it)" if "trust_remote_code" in reason else ""
+        hint = (" (it ships custom code: pass trust_remote_code=True if you trust it)"
+                if "trust_remote_code" in reason else "")
         raise ModelNotFound(f"cannot load {name!r}: {reason}{hint}") from None
     eos = _as_ids(model.config.eos_token_id) + _as_ids(getattr(model.generation_config, "eos_token_id", None))
-    directory = Path(location) if source != "hub" else None
-    return LM(name, TransformersBackend(model), Tokenizer.from_transformers(hf_tokenizer), tuple(dict.fromkeys(eos)), source, directory)
+    return LM(name, TransformersBackend(model), Tokenizer.from_transformers(hf_tokenizer), tuple(dict.fromkeys(eos)),
+              request.source, request.directory)
+
+
+register_backend(BackendLoader("tinygpt", claims=_is_tinygpt, load=_load_tinygpt))
+register_backend(BackendLoader("native", claims=_native_reads, load=_load_native))
+register_backend(BackendLoader("transformers", claims=_has_config, load=_load_transformers, reads_hub=True))

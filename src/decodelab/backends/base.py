@@ -38,8 +38,12 @@ class Cache(Protocol):
 class Backend(Protocol):
     vocab_size: int  # logits width V
     context_length: int  # most positions the model can attend over (prompt + generated)
-    dtype: torch.dtype
-    device: torch.device
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device: ...
 
     def new_cache(self, batch_size: int) -> Cache:
         """An empty KV cache for `batch_size` rows, to pass to `forward`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -32,7 +32,7 @@ class TransformersCache:
             self.cache.crop(-drop)
 
     def reorder(self, rows: torch.Tensor) -> None:
-        self.cache.reorder_cache(rows)
+        self.cache.reorder_cache(cast(torch.LongTensor, rows))
 
     def fork(self) -> TransformersCache:
         return TransformersCache(copy.deepcopy(self.cache))
