@@ -331,3 +331,13 @@ def test_compare_words():
     [strategy] = parse_strategies("dry:0.8,dry_allowed_length:3")
     assert strategy.options == {"dry_multiplier": 0.8, "dry_allowed_length": 3}
     assert isinstance(strategy.options["dry_allowed_length"], int)
+
+
+def test_dry_in_the_decode_loop_reads_the_vocabulary(bundled):
+    """The loop hands the stage each token's text, so the default breakers work end to end."""
+    prompt = "one two three four one two three four one two three"
+    plain = bundled.generate(prompt, greedy=True, max_new_tokens=1)
+    dry = bundled.generate(prompt, greedy=True, max_new_tokens=1, dry_multiplier=5.0)
+    assert plain.steps[0].piece == " four"  # the model repeats the pattern
+    assert dry.token_ids != plain.token_ids  # DRY penalizes the repeat (greedy keeps penalties)
+    assert [report.name for report in dry.steps[0].stages] == ["dry"]

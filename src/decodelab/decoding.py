@@ -10,6 +10,7 @@ The generation loop, sessions and beam search are built from these.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 
@@ -53,7 +54,8 @@ def reorder_cache(cache: Cache, rows: torch.Tensor) -> None:
 class DecodeState:
     """Rows decoding the same prompt: `ids` (B, T) so far, the KV cache, and `logits` (B, V) for the next token."""
 
-    def __init__(self, backend: Backend, prompt_ids: list[int], rows: int = 1):
+    def __init__(self, backend: Backend, prompt_ids: list[int], rows: int = 1,
+                 vocabulary: Sequence[str] | None = None):
         if len(prompt_ids) >= backend.context_length:
             raise BadInput(
                 f"prompt is {len(prompt_ids)} tokens but the model reads at most {backend.context_length}, "
@@ -67,10 +69,20 @@ class DecodeState:
         self.logits = prefill(backend, self.ids[:1], self.cache).expand(rows, -1).clone()  # (B, V)
         if rows > 1:
             reorder_cache(self.cache, torch.zeros(rows, dtype=torch.long, device=backend.device))
+        self.vocabulary = vocabulary  # each token's text, for stages that match text (DRY)
+        # Stateful stages' memory (mirostat's mu), kept beside the cache so undo and fork restore it exactly:
+        # `memory` now, and the memory before each token added after the prompt.
+        self.memory: dict[str, torch.Tensor] = {}
+        self._memory_before: list[dict[str, torch.Tensor]] = []
 
     @property
     def history(self) -> History:
-        return History(self.ids, self.prompt_length)
+        """What the sampler stages read, without seeds for this step (a stage that draws will not act)."""
+        return self.seeded_history(())
+
+    def seeded_history(self, step_seeds: Sequence[int | None]) -> History:
+        """What the sampler stages read, with each row's seed for this step's random choices (XTC's coin)."""
+        return History(self.ids, self.prompt_length, tuple(step_seeds), self.memory, self.vocabulary)
 
     @property
     def room(self) -> int:
@@ -82,22 +94,33 @@ class DecodeState:
         (beam search continuing two children of one beam)."""
         reorder_cache(self.cache, rows)
         self.ids, self.logits = self.ids[rows], self.logits[rows]
+        self.memory = {name: value[rows] for name, value in self.memory.items()}
+        self._memory_before = [{name: value[rows] for name, value in past.items()} for past in self._memory_before]
 
-    def advance(self, tokens: torch.Tensor) -> None:
-        """Append one token per row (B,) and compute the next logits from the cache."""
+    def advance(self, tokens: torch.Tensor, memory: dict[str, torch.Tensor] | None = None) -> None:
+        """Append one token per row (B,) and compute the next logits from the cache; `memory` is the stateful
+        stages' memory after choosing `tokens` (None: unchanged, as after a forced token)."""
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
         self.logits = self.backend.forward(tokens[:, None], self.cache)[:, -1]
+        self._memory_before.append(self.memory)
+        if memory is not None:
+            self.memory = memory
 
     def fork(self) -> DecodeState:
-        """An independent copy (same backend, copied ids, logits and cache)."""
+        """An independent copy (same backend, copied ids, logits, cache and memory)."""
         twin = copy.copy(self)
         twin.ids, twin.logits, twin.cache = self.ids.clone(), self.logits.clone(), self.cache.fork()
+        twin.memory, twin._memory_before = dict(self.memory), list(self._memory_before)  # tensors never change
         return twin
 
     def truncate(self, length: int) -> None:
         """Forget everything after the first `length` ids (undo); the cache is cropped, not rebuilt."""
         if not self.prompt_length <= length <= self.ids.shape[1]:
             raise BadInput(f"cannot truncate to {length} tokens: keep between the prompt and {self.ids.shape[1]}")
+        removed = self.ids.shape[1] - length
+        if removed:
+            self.memory = self._memory_before[-removed]
+            del self._memory_before[-removed:]
         self.ids = self.ids[:, :length]
         self.cache.crop(length - 1)
         self.logits = prefill(self.backend, self.ids[:, length - 1 :], self.cache)  # (B, V) from the kept last id

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from decodelab import views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
-from decodelab.decoding import DecodeState, make_step, select
+from decodelab.decoding import DecodeState, draw_seed, make_step, select
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
 from decodelab.records import Result, Step, StopReason
@@ -74,13 +74,14 @@ class Generation:
         self._steps = [[] for _ in range(self.n)]  # a second iteration starts afresh
         self._trackers = trackers = [TextTracker(config.stop) for _ in range(self.n)]
         reasons: list[StopReason | None] = [None] * self.n
-        state = DecodeState(self.decoder.backend, self.prompt_ids, rows=self.n)
+        state = DecodeState(self.decoder.backend, self.prompt_ids, rows=self.n, vocabulary=tokenizer.texts)
         for position in range(config.max_new_tokens):
             raw = state.logits  # (B, V)
+            history = state.seeded_history([draw_seed(row_seed, position) for row_seed in row_seeds])
             if config.trace:
-                final, reports = chain.traced(raw, state.history)
+                final, reports = chain.traced(raw, history)
             else:
-                final, reports = chain(raw, state.history), None
+                final, reports = chain(raw, history), None
             tokens = select(final, config.is_greedy, row_seeds, position)  # (B,)
             for row, token in enumerate(tokens.tolist()):
                 if reasons[row] is not None:
@@ -101,7 +102,7 @@ class Generation:
                 kind = "max_time" if out_of_time else "max_new_tokens" if last_position else "context_full"
                 reasons = [reason or StopReason(kind) for reason in reasons]
                 break
-            state.advance(tokens)
+            state.advance(tokens, chain.remember(history, final, tokens) if chain.stateful else None)
         elapsed = time.perf_counter() - started
         self.results = [
             Result(trackers[row].finish(), [s.token_id for s in self._steps[row]],

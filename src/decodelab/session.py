@@ -10,13 +10,16 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import torch
+
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
-from decodelab.decoding import DecodeState, make_step, select
+from decodelab.decoding import DecodeState, draw_seed, make_step, select
 from decodelab.distribution import Distribution
 from decodelab.engine import make_config
 from decodelab.errors import BadInput, DecodelabError
 from decodelab.generation_config import GenerationConfig
 from decodelab.records import Step, StopReason
+from decodelab.samplers import History
 from decodelab.text_tracking import TextTracker
 from decodelab.tokens import readable_piece
 
@@ -28,7 +31,7 @@ class Session:
         self.seed = self.config.seed if self.config.seed is not None else secrets.randbits(62)
         self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
         self._chain = self.config.chain()
-        self._state = DecodeState(self.decoder.backend, prompt_ids)
+        self._state = DecodeState(self.decoder.backend, prompt_ids, vocabulary=self.decoder.tokenizer.texts)
         self.steps: list[Step] = []
         self._draws: list[int | None] = []  # per step: the draw number used, None for forced tokens
         self._configs: list[GenerationConfig] = []  # per step: the config it was chosen under
@@ -75,10 +78,11 @@ class Session:
         self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
 
     def distribution(self, after_samplers: bool = False) -> Distribution:
-        """The next-token distribution: the model's own, or after the configured sampler chain."""
+        """The next-token distribution: the model's own, or after the configured sampler chain (as the next
+        `step()` will draw from it: with that draw's seed and the stages' memory)."""
         logits = self._state.logits
         if after_samplers:
-            logits = self._chain(logits, self._state.history)
+            logits = self._chain(logits, self._history(self._next_draw))
         return Distribution(logits[0], self.decoder.tokenizer, self._state.ids[0].tolist())
 
     def step(self) -> Step:
@@ -152,16 +156,29 @@ class Session:
         if self._state.room == 0:
             raise BadInput(f"the context is full ({self.decoder.context_length} tokens): undo or start over")
         raw = self._state.logits  # (1, V)
-        final, reports = self._chain.traced(raw, self._state.history)
+        history = self._history(draw)
+        final, reports = self._chain.traced(raw, history)
+        memory = None  # a forced token leaves the stateful stages' memory as it was: they did not choose it
         if forced is not None:
             token = forced
         else:
             assert draw is not None  # a chosen token has its draw number
-            token = int(select(final, self.config.is_greedy, [self.seed], draw)[0])
+            chosen = select(final, self.config.is_greedy, [self.seed], draw)  # (1,)
+            token = int(chosen[0])
+            memory = self._chain.remember(history, final, chosen) if self._chain.stateful else None
         step = make_step(self.decoder.tokenizer, raw[0], final[0], token, len(self.steps), self.config.top_n, True,
                          reports[0], forced=forced is not None, stop_ids=self.stop_ids)
         self.steps.append(step)
         self._draws.append(draw)
         self._configs.append(self.config)
-        self._state.advance(self._state.ids.new_tensor([token]))
+        self._state.advance(self._state.ids.new_tensor([token]), memory)
         return step
+
+    def _history(self, draw: int | None) -> History:
+        """What the stages read for draw number `draw` (None: a forced token, no draw)."""
+        return self._state.seeded_history([None if draw is None else draw_seed(self.seed, draw)])
+
+    @property
+    def memory(self) -> dict[str, torch.Tensor]:
+        """The stateful stages' memory now (e.g. mirostat's mu), per stage name: (1, ...) tensors."""
+        return dict(self._state.memory)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import tokenizers
 
@@ -46,6 +47,7 @@ class Tokenizer:
         self._added_ids = frozenset(added)
         self._byte_level = type(backend.decoder).__name__ == "ByteLevel"
         self._bytes_cache: dict[int, bytes] = {}
+        self.texts = TokenTexts(self)  # each token's text, built on first use
 
     @classmethod
     def from_directory(cls, directory: Path) -> Tokenizer:
@@ -84,7 +86,7 @@ class Tokenizer:
     def encode_with_offsets(self, text: str, add_special_tokens: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids and, for each, its [start, end) character span in `text` (a byte piece spans its whole character)."""
         encoding = self.backend.encode(text, add_special_tokens=add_special_tokens)
-        return encoding.ids, [tuple(span) for span in encoding.offsets]
+        return encoding.ids, [(start, end) for start, end in encoding.offsets]
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -130,3 +132,34 @@ def _named_tokens(config: dict) -> dict[str, str]:
         if isinstance(value, str):
             named[name] = value
     return named
+
+
+class TokenTexts(Sequence[str]):
+    """Every token's text, id -> str (its bytes decoded alone; a partial character reads U+FFFD). Built on first
+    use and kept: stages that match text (DRY's sequence breakers) read it as `History.vocabulary`."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+        self._texts: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._texts is None:
+            token_bytes = self._tokenizer.token_bytes
+            self._texts = tuple(
+                token_bytes(i).decode("utf-8", errors="replace") for i in range(self._tokenizer.vocab_size)
+            )
+        return self._texts
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+

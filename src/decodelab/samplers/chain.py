@@ -51,6 +51,11 @@ class SamplerChain:
             logits, finite = shaped, still
         return logits, reports
 
+    @property
+    def stateful(self) -> bool:
+        """Whether any stage keeps memory between steps (the loop then asks `remember` after each draw)."""
+        return any(stage.stateful for stage in self.stages)
+
     def remember(self, history: History, final_logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """The stateful stages' memory after a draw of `tokens` (B,) from softmax(final_logits) (B, V); the
         memory of stages not in this chain is carried over unchanged."""
