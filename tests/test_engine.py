@@ -144,7 +144,7 @@ def test_untraced_generation_chooses_the_same_tokens(bundled):
     [
         (dict(top_p=1.5), r"top_p must be in \(0, 1\], got 1.5"),
         (dict(temperature=-1), "temperature must be at least 0.0001 .*got -1"),
-        (dict(top_k=0), "top_k must be a whole number >= 1 .*got 0"),
+        (dict(top_k=-1), "top_k must be a whole number >= 1 .*got -1"),
         (dict(samplers=("top_q",)), "unknown sampler 'top_q'"),
         (dict(max_new_tokens=0), "max_new_tokens must be a whole number >= 1, got 0"),
         (dict(tempreature=0.5), "unknown generation option 'tempreature'"),
