@@ -12,7 +12,7 @@ STAMP := $(VENV)/.decodelab-setup
 
 APT_PACKAGES := chromium fonts-noto-cjk
 
-.PHONY: setup system-packages demo test bench clean
+.PHONY: setup system-packages demo lint test bench clean
 
 setup: $(STAMP)
 
@@ -46,7 +46,13 @@ demo: $(STAMP)
 	$(BIN)/decodelab plot trace "The best thing about Korea is" --max-new-tokens 24 --seed 0 --out demo-output/trace.png
 	@echo "decodelab: plots in demo-output/; 'decodelab serve' opens the web explorer at http://127.0.0.1:8000/"
 
-test: $(STAMP)
+# Lint, format check and type check: `make test` runs them first, so CI fails on them too.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -53,8 +53,14 @@ def main() -> None:
 
     def generate():
         with torch.no_grad():
-            hf_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                              do_sample=False, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+            hf_model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=0,
+            )
 
     runs = {
         "traced": lambda: lm.generate(ids, **options),
@@ -70,8 +76,10 @@ def main() -> None:
         for name, run in runs.items():
             seconds[name].append(timed(run))
     rate = {name: n / statistics.median(times) for name, times in seconds.items()}
-    print(f"bundled {lm.name}, prompt {len(ids)} tokens, {n} new tokens, median of {args.repeats}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"bundled {lm.name}, prompt {len(ids)} tokens, {n} new tokens, median of {args.repeats}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for name in runs:
         print(f"  {name:<10} {rate[name]:8.1f} tokens/s")
     overhead = 1 - rate["traced"] / rate["untraced"]

@@ -38,8 +38,10 @@ def main() -> None:
     print(f"cold (converts the GGUF): {cold:6.2f} s")
     print(f"warm, median of {len(warm)}:   {median:6.2f} s   (runs: {', '.join(f'{w:.2f}' for w in warm)})")
     print(f"cold / warm:              {cold / median:6.1f}x")
-    print(f"warm / target {WARM_TARGET_SECONDS:.0f} s:        {median / WARM_TARGET_SECONDS:6.2f}  "
-          f"({'meets' if median <= WARM_TARGET_SECONDS else 'MISSES'} the target)")
+    print(
+        f"warm / target {WARM_TARGET_SECONDS:.0f} s:        {median / WARM_TARGET_SECONDS:6.2f}  "
+        f"({'meets' if median <= WARM_TARGET_SECONDS else 'MISSES'} the target)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ print(json.dumps({"peak_mib": (status_kb("VmHWM") - before) / 1024}))
 
 
 def peak_mib(mode: str, length: int, rows: int) -> float:
-    run = subprocess.run([sys.executable, "-c", CASE, mode, str(length), str(rows)], capture_output=True, text=True,
-                         check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", CASE, mode, str(length), str(rows)], capture_output=True, text=True, check=True
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -62,8 +63,9 @@ def main() -> None:
     for length, rows in cases:
         whole, chunked = peak_mib("whole", length, rows), peak_mib("chunked", length, rows)
         label = f"{rows} x {length}" if rows > 1 else f"{length}"
-        print(f"{label:>14} {rows * length * per_token / 2**20:9.0f} {whole:14.0f} {chunked:9.0f} "
-              f"{whole / chunked:5.1f}x")
+        print(
+            f"{label:>14} {rows * length * per_token / 2**20:9.0f} {whole:14.0f} {chunked:9.0f} {whole / chunked:5.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from collections import Counter
 # two threads ~10x slower than one (measured). Sleeping threads avoid that. It must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
-import decodelab  # noqa: E402
-from decodelab.tinygpt import TinyGPTConfig, TrainConfig, evaluate, read_corpus, train  # noqa: E402
-from decodelab.tinygpt.corpus import character_count  # noqa: E402
+import decodelab
+from decodelab.tinygpt import TinyGPTConfig, TrainConfig, evaluate, read_corpus, train
+from decodelab.tinygpt.corpus import character_count
 
 TARGET_SECONDS = 300
 PROMPTS = ("The ", "def ")
@@ -56,8 +56,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or os.path.join(tempfile.mkdtemp(prefix="decodelab-tinygpt-"), "tiny")
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads "
-          f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads "
+        f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), load average {os.getloadavg()[0]:.2f}"
+    )
     started = time.perf_counter()
     result = train(out, steps=args.steps)
     wall = time.perf_counter() - started
@@ -66,12 +68,18 @@ def main() -> None:
     lm = decodelab.load(out)
     per_byte, per_char = evaluate(lm.model, val_bytes, max_windows=None)  # every held-out window, not a sample
     print()
-    print(f"wall time            {wall:.1f} s  (target < {TARGET_SECONDS} s: {'met' if wall < TARGET_SECONDS else 'MISSED'})")
+    print(
+        f"wall time            {wall:.1f} s  (target < {TARGET_SECONDS} s: {'met' if wall < TARGET_SECONDS else 'MISSED'})"
+    )
     print(f"throughput           {result.tokens_per_second:,.0f} tokens/s over {result.step} steps")
-    print(f"validation loss      {per_char:.3f} nats/char  ({per_byte:.3f} nats/byte, {per_char / math.log(2):.3f} "
-          f"bits/char) on all {len(val_bytes):,} held-out bytes")
-    print(f"  baselines          uniform over bytes {uniform_nats_per_char(val_bytes):.3f} (ln 256 = "
-          f"{math.log(256):.3f} nats/byte), byte frequencies {unigram_nats_per_char(train_bytes, val_bytes):.3f} nats/char")
+    print(
+        f"validation loss      {per_char:.3f} nats/char  ({per_byte:.3f} nats/byte, {per_char / math.log(2):.3f} "
+        f"bits/char) on all {len(val_bytes):,} held-out bytes"
+    )
+    print(
+        f"  baselines          uniform over bytes {uniform_nats_per_char(val_bytes):.3f} (ln 256 = "
+        f"{math.log(256):.3f} nats/byte), byte frequencies {unigram_nats_per_char(train_bytes, val_bytes):.3f} nats/char"
+    )
     print(f"checkpoint           {out}")
     for prompt in PROMPTS:
         sample = lm.generate(prompt, temperature=0.8, seed=0, max_new_tokens=lm.context_length)

@@ -32,9 +32,17 @@ def tiny_llama_dir(tmp_path_factory, bundled) -> Path:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=bundled.tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
-        rope_theta=10000.0, eos_token_id=2, bos_token_id=1,
+        vocab_size=bundled.tokenizer.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        eos_token_id=2,
+        bos_token_id=1,
     )
     model = LlamaForCausalLM(config)
     directory = tmp_path_factory.mktemp("tiny-llama")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import transformers
@@ -56,8 +57,8 @@ def merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     parts = [bytes([byte]) for byte in token]
     while len(parts) > 2:
         # Join the adjacent pair whose union has the lowest rank, as the encoder would.
-        candidates = [(ranks.get(a + b), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
-        rank, i = min((rank, i) for rank, i in candidates if rank is not None and rank < ranks[token])
+        candidates = [(ranks.get(a + b), i) for i, (a, b) in enumerate(pairwise(parts))]
+        _, i = min((rank, i) for rank, i in candidates if rank is not None and rank < ranks[token])
         parts[i : i + 2] = [parts[i] + parts[i + 1]]
     return parts[0], parts[1]
 

@@ -23,14 +23,22 @@ def run_python_blocks(markdown: str, filename: str) -> int:
 
 
 def console_commands(markdown: str) -> list[str]:
-    return [line[2:] for block in code_blocks(markdown, "console") for line in block.splitlines() if line.startswith("$ ")]
+    return [
+        line[2:] for block in code_blocks(markdown, "console") for line in block.splitlines() if line.startswith("$ ")
+    ]
 
 
 def run_console_command(command: str) -> None:
     """Runs one `decodelab ...` line; it must succeed and print something."""
     argv = shlex.split(command)
     assert argv[0] == "decodelab"
-    result = subprocess.run([sys.executable, "-m", "decodelab", *argv[1:]], capture_output=True, text=True,
-                            encoding="utf-8", timeout=300, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    result = subprocess.run(
+        [sys.executable, "-m", "decodelab", *argv[1:]],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()

@@ -29,9 +29,15 @@ def hf_beam_search(model, ids: list[int], stop_ids, **options) -> tuple[list[lis
     stops = sorted(stop_ids)
     with torch.no_grad():
         out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
-            eos_token_id=stops, pad_token_id=stops[0], output_scores=True, output_logits=True,
-            return_dict_in_generate=True, **options,
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=stops[0],
+            output_scores=True,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **options,
         )
     lengths = (out.beam_indices >= 0).sum(dim=1).tolist()  # beam_indices is -1 past each sequence's end
     sequences = [out.sequences[row, len(ids) : len(ids) + n].tolist() for row, n in enumerate(lengths)]
@@ -67,11 +73,18 @@ def gpt2_stops(gpt2):
     "num_beams, length_penalty, early_stopping",
     [case if case in QUICK else pytest.param(*case, marks=pytest.mark.slow) for case in GRID],
 )
-def test_chat_beam_search_equals_transformers_on_the_bundled_model(bundled, bundled_hf, num_beams, length_penalty,
-                                                                   early_stopping):
+def test_chat_beam_search_equals_transformers_on_the_bundled_model(
+    bundled, bundled_hf, num_beams, length_penalty, early_stopping
+):
     ours = assert_same_as_transformers(
-        bundled, bundled_hf, bundled.prompt_ids(CHAT_PROMPT, chat=True), num_beams=num_beams, max_new_tokens=16,
-        length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_beams,
+        bundled,
+        bundled_hf,
+        bundled.prompt_ids(CHAT_PROMPT, chat=True),
+        num_beams=num_beams,
+        max_new_tokens=16,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        num_return_sequences=num_beams,
     )
     assert any(h.finished_by.kind == "stop_token" for h in ours.sequences)
 
@@ -79,19 +92,34 @@ def test_chat_beam_search_equals_transformers_on_the_bundled_model(bundled, bund
 def test_plain_prompt_with_punctuation_as_stop_tokens_equals_transformers(bundled, bundled_hf):
     stops = {bundled.tokenizer.encode(mark, add_special_tokens=False)[0] for mark in (".", ",")}
     ours = assert_same_as_transformers(
-        bundled, bundled_hf, bundled.prompt_ids("The cat sat on the"), stop_ids=stops, num_beams=3,
-        max_new_tokens=14, length_penalty=1.0, early_stopping=False, num_return_sequences=2,
+        bundled,
+        bundled_hf,
+        bundled.prompt_ids("The cat sat on the"),
+        stop_ids=stops,
+        num_beams=3,
+        max_new_tokens=14,
+        length_penalty=1.0,
+        early_stopping=False,
+        num_return_sequences=2,
     )
     assert {h.finished_by.kind for h in ours.sequences} == {"stop_token"}
 
 
 @pytest.mark.parametrize("num_beams, length_penalty, early_stopping", GRID)
-def test_beam_search_equals_transformers_on_a_tiny_random_gpt2(gpt2, gpt2_stops, num_beams, length_penalty,
-                                                              early_stopping):
+def test_beam_search_equals_transformers_on_a_tiny_random_gpt2(
+    gpt2, gpt2_stops, num_beams, length_penalty, early_stopping
+):
     lm, reference = gpt2
     assert_same_as_transformers(
-        lm, reference, lm.prompt_ids("Hello world"), stop_ids=gpt2_stops, atol=1e-5, num_beams=num_beams,
-        max_new_tokens=16, length_penalty=length_penalty, early_stopping=early_stopping,
+        lm,
+        reference,
+        lm.prompt_ids("Hello world"),
+        stop_ids=gpt2_stops,
+        atol=1e-5,
+        num_beams=num_beams,
+        max_new_tokens=16,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
         num_return_sequences=num_beams,
     )
 
@@ -99,15 +127,23 @@ def test_beam_search_equals_transformers_on_a_tiny_random_gpt2(gpt2, gpt2_stops,
 @pytest.mark.parametrize("num_return_sequences", [1, 2])
 def test_eos_only_and_fewer_returned_sequences_on_gpt2(gpt2, num_return_sequences):
     lm, reference = gpt2
-    ours = assert_same_as_transformers(lm, reference, lm.prompt_ids("Transformers are the"), atol=1e-5,
-                                       num_beams=3, max_new_tokens=12, num_return_sequences=num_return_sequences)
+    ours = assert_same_as_transformers(
+        lm,
+        reference,
+        lm.prompt_ids("Transformers are the"),
+        atol=1e-5,
+        num_beams=3,
+        max_new_tokens=12,
+        num_return_sequences=num_return_sequences,
+    )
     assert len(ours.sequences) == num_return_sequences
     assert all(h.finished_by.kind == "max_new_tokens" and len(h.token_ids) == 12 for h in ours.sequences)
 
 
 def test_repetition_penalty_and_no_repeat_ngram_equal_transformers(bundled, bundled_hf, gpt2):
-    options = dict(num_beams=3, max_new_tokens=16, num_return_sequences=3, repetition_penalty=1.3,
-                   no_repeat_ngram_size=3)
+    options = dict(
+        num_beams=3, max_new_tokens=16, num_return_sequences=3, repetition_penalty=1.3, no_repeat_ngram_size=3
+    )
     prompt = "The cat sat on the mat. The cat sat on the"
     ours = assert_same_as_transformers(bundled, bundled_hf, bundled.prompt_ids(prompt), **options)
     prompt_length = len(bundled.prompt_ids(prompt))
@@ -116,14 +152,25 @@ def test_repetition_penalty_and_no_repeat_ngram_equal_transformers(bundled, bund
         for end in range(prompt_length, len(ids)):
             assert ids[end - 2 : end + 1] not in [ids[i : i + 3] for i in range(end - 2)]
     lm, reference = gpt2
-    assert_same_as_transformers(lm, reference, lm.prompt_ids("Hello world"), atol=1e-5,
-                                **{**options, "no_repeat_ngram_size": 2, "repetition_penalty": 3.0})
+    assert_same_as_transformers(
+        lm,
+        reference,
+        lm.prompt_ids("Hello world"),
+        atol=1e-5,
+        **{**options, "no_repeat_ngram_size": 2, "repetition_penalty": 3.0},
+    )
 
 
 @pytest.fixture(scope="module")
 def chat_result(bundled):
-    return beam_search(bundled, bundled.prompt_ids(CHAT_PROMPT, chat=True), num_beams=3, max_new_tokens=16,
-                       length_penalty=1.3, num_return_sequences=3)
+    return beam_search(
+        bundled,
+        bundled.prompt_ids(CHAT_PROMPT, chat=True),
+        num_beams=3,
+        max_new_tokens=16,
+        length_penalty=1.3,
+        num_return_sequences=3,
+    )
 
 
 def test_each_returned_sequence_is_a_path_of_kept_nodes_ending_in_a_finished_one(chat_result):
@@ -151,7 +198,7 @@ def test_each_step_ranks_k_candidates_keeps_num_beams_and_expands_what_it_kept(b
     tree, width = chat_result.tree, 3
     ranked = max(2, 1 + len(bundled.stop_ids())) * width
     assert [beam.node_id for beam in tree.steps[0].live] == [0]  # step 0 expands the prompt alone
-    for step, following in zip(tree.steps, tree.steps[1:] + [None]):
+    for step, following in zip(tree.steps, [*tree.steps[1:], None]):
         candidates = [tree.nodes[i] for i in step.candidates]
         assert len(candidates) == ranked
         assert [node.rank for node in candidates] == list(range(ranked))
@@ -179,24 +226,27 @@ def test_the_tree_renders_and_everything_is_json_ready(chat_result):
     assert data["tree"]["steps"][0]["live"] == [{"node_id": 0, "token_ids": [], "cum_logprob": 0.0}]
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(num_beams=1), "num_beams must be a whole number >= 2 (1 beam is greedy decoding"),
-    (dict(num_beams=0), "num_beams must be a whole number >= 2"),
-    (dict(num_beams=2.5), "got 2.5"),
-    (dict(num_beams=True), "got True"),
-    (dict(max_new_tokens=0), "max_new_tokens must be a whole number >= 1, got 0"),
-    (dict(num_return_sequences=5), "num_return_sequences must be <= num_beams (4), got 5"),
-    (dict(num_return_sequences=0), "num_return_sequences must be a whole number >= 1, got 0"),
-    (dict(early_stopping="always"), "early_stopping must be True, False or 'never', got 'always'"),
-    (dict(early_stopping=1), "early_stopping must be True, False or 'never', got 1"),
-    (dict(early_stopping=None), "got None"),
-    (dict(length_penalty=math.nan), "length_penalty must be a finite number, got nan"),
-    (dict(length_penalty=math.inf), "got inf"),
-    (dict(length_penalty="1"), "got '1'"),
-    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be a whole number >= 0, got -1"),
-    (dict(repetition_penalty=0.0), "repetition_penalty must be in [0.0001, 10000], got 0.0"),
-    (dict(stop_token_ids=(-1,)), "stop_token_ids must be token ids >= 0, got [-1]"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(num_beams=1), "num_beams must be a whole number >= 2 (1 beam is greedy decoding"),
+        (dict(num_beams=0), "num_beams must be a whole number >= 2"),
+        (dict(num_beams=2.5), "got 2.5"),
+        (dict(num_beams=True), "got True"),
+        (dict(max_new_tokens=0), "max_new_tokens must be a whole number >= 1, got 0"),
+        (dict(num_return_sequences=5), "num_return_sequences must be <= num_beams (4), got 5"),
+        (dict(num_return_sequences=0), "num_return_sequences must be a whole number >= 1, got 0"),
+        (dict(early_stopping="always"), "early_stopping must be True, False or 'never', got 'always'"),
+        (dict(early_stopping=1), "early_stopping must be True, False or 'never', got 1"),
+        (dict(early_stopping=None), "got None"),
+        (dict(length_penalty=math.nan), "length_penalty must be a finite number, got nan"),
+        (dict(length_penalty=math.inf), "got inf"),
+        (dict(length_penalty="1"), "got '1'"),
+        (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be a whole number >= 0, got -1"),
+        (dict(repetition_penalty=0.0), "repetition_penalty must be in [0.0001, 10000], got 0.0"),
+        (dict(stop_token_ids=(-1,)), "stop_token_ids must be token ids >= 0, got [-1]"),
+    ],
+)
 def test_bad_parameters_are_one_clear_error(options, message):
     with pytest.raises(BadInput) as error:
         BeamConfig(**{"num_beams": 4, **options})
@@ -236,12 +286,37 @@ def run_cli(monkeypatch, capsys, lm, *argv) -> str:
 
 
 def test_cli_prints_sequences_then_tree_or_one_json_object(monkeypatch, capsys, bundled):
-    out = run_cli(monkeypatch, capsys, bundled, CHAT_PROMPT, "--chat", "--beams", "2", "--max-new-tokens", "10",
-                  "--num-return-sequences", "2", "--early-stopping", "true", "--tree")
+    out = run_cli(
+        monkeypatch,
+        capsys,
+        bundled,
+        CHAT_PROMPT,
+        "--chat",
+        "--beams",
+        "2",
+        "--max-new-tokens",
+        "10",
+        "--num-return-sequences",
+        "2",
+        "--early-stopping",
+        "true",
+        "--tree",
+    )
     assert out.startswith("--- #1  score ") and "--- #2" in out and "Paris" in out and "stop token 2" in out
     assert "(prompt)  search ended: " in out and "★2" in out
-    out = run_cli(monkeypatch, capsys, bundled, "The cat sat on the", "--beams", "2", "--max-new-tokens", "3",
-                  "--length-penalty", "0.5", "--json")
+    out = run_cli(
+        monkeypatch,
+        capsys,
+        bundled,
+        "The cat sat on the",
+        "--beams",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--length-penalty",
+        "0.5",
+        "--json",
+    )
     data = json.loads(out)
     assert data["model"] == bundled.name and data["config"]["length_penalty"] == 0.5
     assert len(data["sequences"]) == 1 and len(data["sequences"][0]["token_ids"]) == 3

@@ -93,8 +93,10 @@ def test_a_prompt_of_one_chunk_is_one_forward(loaded):
     assert recording.calls == [((1, 48), True), ((1, 48), True), ((1, 1), True)]
 
 
-PROMPT = ("The old lighthouse keeper climbed the spiral stairs every evening, counting the steps as his father had "
-          "taught him. At the top he trimmed the wick, polished the great lens and watched the ships pass")
+PROMPT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening, counting the steps as his father had "
+    "taught him. At the top he trimmed the wick, polished the great lens and watched the ships pass"
+)
 
 
 def test_chunked_prefill_keeps_greedy_generation_beam_search_and_sessions(bundled, monkeypatch):
@@ -147,8 +149,9 @@ def test_chunked_scoring_equals_the_previous_window_forward(bundled, monkeypatch
     score = score_ids(bundled, ids, 5)  # positions 0..3 are context only, fed through the cache first
     assert [t.position for t in score.tokens] == list(range(5, len(ids)))
     assert [t.id for t in score.tokens] == ids[5:]
-    torch.testing.assert_close(torch.tensor([t.logprob for t in score.tokens]),
-                               torch.tensor([e[0] for e in expected]), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor([t.logprob for t in score.tokens]), torch.tensor([e[0] for e in expected]), rtol=0, atol=1e-4
+    )
     assert [t.rank for t in score.tokens] == [e[1] for e in expected]
 
 
@@ -160,8 +163,9 @@ def test_chunked_sliding_windows_equal_the_previous_window_forwards(tiny_gpt2_di
     monkeypatch.setattr(decoding, "PREFILL_CHUNK", chunk)
     score = score_ids(lm, ids, 1, stride=43)
     assert score.forwards == 5 and len(score.tokens) == 299
-    torch.testing.assert_close(torch.tensor([t.logprob for t in score.tokens]),
-                               torch.tensor([e[0] for e in expected]), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor([t.logprob for t in score.tokens]), torch.tensor([e[0] for e in expected]), rtol=0, atol=1e-4
+    )
     # A random model's logits are nearly flat (ranks in the tens of thousands): near-ties may swap on rounding.
     assert all(fewest <= t.rank <= most for t, (_, _, fewest, most) in zip(score.tokens, expected))
     assert sum(t.rank == e[1] for t, e in zip(score.tokens, expected)) >= 290
@@ -216,8 +220,9 @@ def test_prefill_and_scoring_of_a_3000_token_prompt_never_hold_all_logits(bundle
     on 2 cores: prefill 191 MB, scoring 344 MB; before chunking, 941 MB and 830 MB: the 3000 x 49,152 float32
     logits (563 MB) alone exceed both bounds. (`bundled` converts the model first, outside the measured process.)
     """
-    probe = subprocess.run([sys.executable, "-c", PEAK_PROBE, "3000"], capture_output=True, text=True, timeout=900,
-                           check=False)
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, "3000"], capture_output=True, text=True, timeout=900, check=False
+    )
     assert probe.returncode == 0, probe.stderr[-2000:]
     measured = json.loads(probe.stdout.strip().splitlines()[-1])
     assert measured["full_logits_mb"] > 550

@@ -65,7 +65,9 @@ with conversion_lock(target, progress=None):
 def conversion_in_another_process(target: Path, then: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CONVERSION_IN_ANOTHER_PROCESS, str(target), then],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -100,7 +102,9 @@ def write_tiny_gguf(path: Path) -> None:
     writer.add_unk_token_id(0)
     writer.add_pad_token_id(2)
     writer.add_add_bos_token(False)
-    writer.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    writer.add_chat_template(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
     rng = np.random.default_rng(0)
 
     def add(name: str, *shape: int, ones: bool = False) -> None:
@@ -250,7 +254,11 @@ def name_a_file_outside(directory: Path) -> str:
 @pytest.mark.parametrize(
     "damage",
     [
-        truncate_the_weights, record_another_size, change_bytes_but_not_the_size, remove_a_file, garble_the_marker,
+        truncate_the_weights,
+        record_another_size,
+        change_bytes_but_not_the_size,
+        remove_a_file,
+        garble_the_marker,
         name_a_file_outside,
     ],
 )
@@ -288,7 +296,10 @@ def test_an_older_conversion_that_fails_to_load_is_converted_again(tiny_gguf, co
 
     lm = decodelab.load(tiny_gguf)
     errors = capfd.readouterr().err
-    assert f"decodelab: the cached model in {converted} is damaged (loading it failed: Error while deserializing header" in errors
+    assert (
+        f"decodelab: the cached model in {converted} is damaged (loading it failed: Error while deserializing header"
+        in errors
+    )
     assert errors.count("converting it again") == 1
     assert lm.path == converted and "model.safetensors" in read_marker(converted)["files"]
 

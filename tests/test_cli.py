@@ -11,8 +11,12 @@ KOREAN = "안녕하세요, 세계! 토큰을 배워요 😀"
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "decodelab", *args], input=stdin, capture_output=True, text=True,
-        encoding="utf-8", timeout=300,
+        [sys.executable, "-m", "decodelab", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
 
 

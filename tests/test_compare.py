@@ -17,12 +17,21 @@ STORY = "Write a long story about a dragon who lives in a castle. Once upon a ti
     [
         ("greedy", [Strategy("greedy", "greedy", {"greedy": True})]),
         ("beam:5", [Strategy("beam:5", "beam", {"num_beams": 5})]),
-        (" top_k:50 ; top_p:0.9 ", [Strategy("top_k:50", "sample", {"top_k": 50}),
-                                    Strategy("top_p:0.9", "sample", {"top_p": 0.9})]),
-        ("temperature:0.8,top_p:0.9", [Strategy("temperature:0.8,top_p:0.9", "sample",
-                                                {"temperature": 0.8, "top_p": 0.9})]),
-        ("min_p:0.05; no_repeat_ngram:3", [Strategy("min_p:0.05", "sample", {"min_p": 0.05}),
-                                           Strategy("no_repeat_ngram:3", "sample", {"no_repeat_ngram_size": 3})]),
+        (
+            " top_k:50 ; top_p:0.9 ",
+            [Strategy("top_k:50", "sample", {"top_k": 50}), Strategy("top_p:0.9", "sample", {"top_p": 0.9})],
+        ),
+        (
+            "temperature:0.8,top_p:0.9",
+            [Strategy("temperature:0.8,top_p:0.9", "sample", {"temperature": 0.8, "top_p": 0.9})],
+        ),
+        (
+            "min_p:0.05; no_repeat_ngram:3",
+            [
+                Strategy("min_p:0.05", "sample", {"min_p": 0.05}),
+                Strategy("no_repeat_ngram:3", "sample", {"no_repeat_ngram_size": 3}),
+            ],
+        ),
     ],
 )
 def test_parse_strategies(spec, expected):
@@ -31,8 +40,12 @@ def test_parse_strategies(spec, expected):
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("", "no strategies"), ("nucleus:0.9", "unknown strategy setting 'nucleus'"),
-     ("top_k:many", "top_k needs a int value"), ("beam:", "beam needs a int value")],
+    [
+        ("", "no strategies"),
+        ("nucleus:0.9", "unknown strategy setting 'nucleus'"),
+        ("top_k:many", "top_k needs a int value"),
+        ("beam:", "beam needs a int value"),
+    ],
 )
 def test_bad_strategies(spec, message):
     with pytest.raises(decodelab.DecodelabError, match=message):
@@ -66,8 +79,9 @@ def test_outcomes_are_the_engines_outputs_measured_by_the_metric_functions(bundl
 def test_greedy_and_beam_repeat_themselves_sampling_does_not(bundled):
     """The tutorials' point, in numbers, on a long story from the bundled model."""
     ids = bundled.prompt_ids(STORY, chat=True)
-    greedy, beam, sampled = compare(bundled, ids, parse_strategies("greedy; beam:4; temperature:1.0,top_p:0.95"),
-                                    seed=0, max_new_tokens=96)
+    greedy, beam, sampled = compare(
+        bundled, ids, parse_strategies("greedy; beam:4; temperature:1.0,top_p:0.95"), seed=0, max_new_tokens=96
+    )
     assert sampled.distinct_2 > max(greedy.distinct_2, beam.distinct_2)
     assert sampled.repeated_3gram_rate < min(greedy.repeated_3gram_rate, beam.repeated_3gram_rate)
     assert sampled.perplexity > max(greedy.perplexity, beam.perplexity)  # less predictable text

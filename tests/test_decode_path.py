@@ -35,8 +35,10 @@ def test_the_lm_hands_out_its_decoder_and_every_entry_point_takes_either(bundled
     config = GenerationConfig(greedy=True, max_new_tokens=5)
     assert Generation(decoder, ids, config).run()[0].token_ids == Generation(bundled, ids, config).run()[0].token_ids
     assert Session(decoder, ids, config).step().token_id == Session(bundled, ids, config).step().token_id
-    assert beam_search(decoder, ids, 2, max_new_tokens=3).to_dict()["sequences"] == beam_search(
-        bundled, ids, 2, max_new_tokens=3).to_dict()["sequences"]
+    assert (
+        beam_search(decoder, ids, 2, max_new_tokens=3).to_dict()["sequences"]
+        == beam_search(bundled, ids, 2, max_new_tokens=3).to_dict()["sequences"]
+    )
     assert score_ids(decoder, ids, 2).total_logprob == score_ids(bundled, ids, 2).total_logprob
 
 
@@ -107,11 +109,13 @@ def test_backends_come_from_one_table_a_third_party_joins(tmp_path, bundled):
     marker.write_text("x")
 
     def load_scripted(request):
-        return decodelab.LM("scripted", bundled.backend, bundled.tokenizer, bundled.eos_ids, request.source,
-                            Path(request.location))
+        return decodelab.LM(
+            "scripted", bundled.backend, bundled.tokenizer, bundled.eos_ids, request.source, Path(request.location)
+        )
 
-    register_backend(BackendLoader("scripted", claims=lambda directory: (directory / "scripted.txt").is_file(),
-                                   load=load_scripted))
+    register_backend(
+        BackendLoader("scripted", claims=lambda directory: (directory / "scripted.txt").is_file(), load=load_scripted)
+    )
     try:
         assert decodelab.load(tmp_path).name == "scripted"
         assert decodelab.load(tmp_path, backend="scripted").name == "scripted"

@@ -25,8 +25,17 @@ def assert_self_contained(markup: str) -> None:
 
 
 def step(index: int, piece: str, prob: float, token_id: int = 100, **extra) -> Step:
-    return Step(index=index, token_id=token_id, piece=piece, prob=prob, raw_prob=prob, logprob=-1.0, rank=1,
-                entropy=1.0, **extra)
+    return Step(
+        index=index,
+        token_id=token_id,
+        piece=piece,
+        prob=prob,
+        raw_prob=prob,
+        logprob=-1.0,
+        rank=1,
+        entropy=1.0,
+        **extra,
+    )
 
 
 def test_token_view_chips_with_ids_specials_marked_and_text_escaped(bundled):
@@ -61,9 +70,13 @@ def test_distribution_table_with_bars_and_an_escaped_prompt(bundled):
 
 def test_trace_shades_each_token_by_its_probability_with_alternatives_on_hover():
     alternatives = (Alternative(7, "<b>", 0.5), Alternative(8, " cat", 0.25))
-    steps = [step(0, "<b>", 0.5, raw_top=alternatives), step(1, " &", 0.9),  # '서' split over two tokens:
-             step(2, "<0xEC>", 0.6, bytes=b"\xec"), step(3, "<0x84><0x9C>", 0.5, forced=True, bytes=b"\x84\x9c"),
-             step(4, "<|im_end|>", 0.99, token_id=2, is_stop=True, special=True)]
+    steps = [
+        step(0, "<b>", 0.5, raw_top=alternatives),
+        step(1, " &", 0.9),  # '서' split over two tokens:
+        step(2, "<0xEC>", 0.6, bytes=b"\xec"),
+        step(3, "<0x84><0x9C>", 0.5, forced=True, bytes=b"\x84\x9c"),
+        step(4, "<|im_end|>", 0.99, token_id=2, is_stop=True, special=True),
+    ]
     result = Result("<b> &서", [s.token_id for s in steps], StopReason("stop_token", token_id=2), steps)
     markup = result._repr_html_()
     assert_self_contained(markup)
@@ -102,8 +115,9 @@ def test_comparison_is_still_a_list_and_displays_escaped_texts(bundled):
     outcomes = compare(bundled, bundled.prompt_ids("Once upon a time"), parse_strategies("greedy"), max_new_tokens=4)
     assert isinstance(outcomes, Comparison) and isinstance(outcomes, list) and len(outcomes) == 1
     assert outcomes.table() == comparison_table(outcomes)
-    attack = Outcome(Strategy("<i>t</i>", "sample", {}), ATTACK, [1, 2], "max new tokens", -3.0, 4.5, 1.0, 2.0,
-                     1.0, 1.0, 0.0)
+    attack = Outcome(
+        Strategy("<i>t</i>", "sample", {}), ATTACK, [1, 2], "max new tokens", -3.0, 4.5, 1.0, 2.0, 1.0, 1.0, 0.0
+    )
     both = Comparison([*outcomes, attack])
     markup = both._repr_html_()
     assert_self_contained(markup)
@@ -121,7 +135,8 @@ def test_beam_result_lists_every_node_with_its_fate(bundled):
     assert markup.count("<li>") == len(beams.tree.nodes)
     for status in ("kept", "pruned", "finished"):
         assert markup.count(f'<span style="{STATUS_STYLE[status]};') == sum(
-            node.status == status for node in beams.tree.nodes)
+            node.status == status for node in beams.tree.nodes
+        )
     assert "★1" in markup and "★2" in markup
     for hypothesis in beams.sequences:
         assert html.escape(hypothesis.text) in markup

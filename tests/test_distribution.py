@@ -1,6 +1,7 @@
 """The next-token distribution is exactly transformers' softmax over the last position's logits."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ def test_probabilities_equal_transformers_softmax(bundled, bundled_hf, prompt):
     torch.testing.assert_close(dist.probs, expected, rtol=1e-4, atol=1e-6)
     top = dist.top(10)
     assert [c.id for c in top] == expected.topk(10).indices.tolist()
-    assert all(a.prob >= b.prob for a, b in zip(top, top[1:]))  # sorted, most likely first
+    assert all(a.prob >= b.prob for a, b in pairwise(top))  # sorted, most likely first
     assert sum(c.prob for c in top) <= 1.0 + 1e-6
     assert [c.rank for c in top] == list(range(1, 11))
     for c in top:

@@ -11,10 +11,14 @@ PROMPTS = ["Transformers are the", "Once upon a time, in a small village,", "def
 def hf_greedy(model, ids: list[int], max_new_tokens: int, stop_ids) -> list[int]:
     with torch.no_grad():
         out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
-            max_new_tokens=max_new_tokens, eos_token_id=sorted(stop_ids), pad_token_id=sorted(stop_ids)[0],
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(stop_ids),
+            pad_token_id=sorted(stop_ids)[0],
         )
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 @pytest.mark.slow
@@ -29,8 +33,9 @@ def test_greedy_equals_transformers_generate_on_the_bundled_model(bundled, bundl
 @pytest.mark.slow
 def test_greedy_chat_equals_transformers_generate(bundled, bundled_hf):
     prompt = "What is the capital of France? Answer in one sentence."
-    ours = bundled.generate(prompt, chat=True, system="You are a helpful geography tutor.", greedy=True,
-                            max_new_tokens=64)
+    ours = bundled.generate(
+        prompt, chat=True, system="You are a helpful geography tutor.", greedy=True, max_new_tokens=64
+    )
     ids = bundled.prompt_ids(prompt, chat=True, system="You are a helpful geography tutor.")
     assert ours.token_ids == hf_greedy(bundled_hf, ids, 64, bundled.stop_ids())
     assert ours.stop_reason.kind == "stop_token" and ours.stop_reason.token_id == ours.token_ids[-1]
@@ -52,10 +57,16 @@ def test_greedy_with_repetition_penalty_and_ngram_block_equals_generate(bundled,
     prompt = "The cat sat on the mat. The cat sat on the"
     ours = bundled.generate(prompt, greedy=True, max_new_tokens=24, repetition_penalty=1.3, no_repeat_ngram_size=3)
     with torch.no_grad():
-        out = bundled_hf.generate(torch.tensor([bundled.prompt_ids(prompt)]), do_sample=False, max_new_tokens=24,
-                                  repetition_penalty=1.3, no_repeat_ngram_size=3, eos_token_id=sorted(bundled.stop_ids()),
-                                  pad_token_id=0)
-    assert ours.token_ids == out[0, len(bundled.prompt_ids(prompt)):].tolist()
+        out = bundled_hf.generate(
+            torch.tensor([bundled.prompt_ids(prompt)]),
+            do_sample=False,
+            max_new_tokens=24,
+            repetition_penalty=1.3,
+            no_repeat_ngram_size=3,
+            eos_token_id=sorted(bundled.stop_ids()),
+            pad_token_id=0,
+        )
+    assert ours.token_ids == out[0, len(bundled.prompt_ids(prompt)) :].tolist()
 
 
 def test_step_records_equal_a_full_forward_at_every_position(bundled, bundled_hf):
@@ -88,8 +99,9 @@ def test_batch_rows_are_reproducible_by_seed(bundled):
     rows = bundled.sample("Once upon a time", n=3, seed=40, max_new_tokens=16, top_p=0.95)
     assert [r.seed for r in rows] == [40, 41, 42]
     assert len({tuple(r.token_ids) for r in rows}) == 3
-    assert [r.token_ids for r in bundled.sample("Once upon a time", n=3, seed=40, max_new_tokens=16, top_p=0.95)] \
-        == [r.token_ids for r in rows]
+    assert [r.token_ids for r in bundled.sample("Once upon a time", n=3, seed=40, max_new_tokens=16, top_p=0.95)] == [
+        r.token_ids for r in rows
+    ]
     for row in rows:
         alone = bundled.generate("Once upon a time", seed=row.seed, max_new_tokens=16, top_p=0.95)
         assert alone.token_ids == row.token_ids

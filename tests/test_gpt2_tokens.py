@@ -4,9 +4,9 @@ import re
 
 import pytest
 
+import gpt2_bpe
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import tokenize
-import gpt2_bpe
 from gpt2_bpe import gpt2_tokenizer
 
 KOREAN = "안녕하세요, 세계! 😀"

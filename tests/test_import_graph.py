@@ -24,8 +24,13 @@ def module_names() -> dict[str, Path]:
 def imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The decodelab modules `name` imports at run time (a `from package import submodule` names the submodule)."""
     tree = ast.parse(path.read_text())
-    type_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-                 and "TYPE_CHECKING" in ast.unparse(block.test) for stmt in block.body for node in ast.walk(stmt)}
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for node in ast.walk(stmt)
+    }
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets = set()
     for node in ast.walk(tree):
@@ -58,7 +63,7 @@ def test_no_import_cycles():
         state[name] = "open"
         for target in sorted(graph[name]):
             if state.get(target) == "open":
-                cycles.append([*trail[trail.index(target):], target])
+                cycles.append([*trail[trail.index(target) :], target])
             elif target not in state:
                 visit(target, [*trail, target])
         state[name] = "done"
@@ -82,8 +87,10 @@ def test_record_modules_do_not_reach_presentation_code():
 
 
 def test_importing_the_records_loads_neither_pandas_nor_the_views():
-    code = ("import sys; import decodelab.records, decodelab.engine, decodelab.beam, decodelab.scoring, "
-            "decodelab.compare, decodelab.session; "
-            "print(sorted(m for m in sys.modules if m in ('pandas', 'decodelab.display', 'decodelab.tables')))")
+    code = (
+        "import sys; import decodelab.records, decodelab.engine, decodelab.beam, decodelab.scoring, "
+        "decodelab.compare, decodelab.session; "
+        "print(sorted(m for m in sys.modules if m in ('pandas', 'decodelab.display', 'decodelab.tables')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

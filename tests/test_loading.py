@@ -111,7 +111,9 @@ def test_other_files_and_options_are_rejected(tmp_path):
 def test_uncached_hub_id_offline_fails_fast_with_advice(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(decodelab.DecodelabError, match=r"'gpt2' is not in the local Hugging Face cache .*hf download gpt2"):
+    with pytest.raises(
+        decodelab.DecodelabError, match=r"'gpt2' is not in the local Hugging Face cache .*hf download gpt2"
+    ):
         decodelab.load("gpt2")
 
 

@@ -7,7 +7,12 @@ import torch
 
 from decodelab.errors import BadInput
 from decodelab.metrics import (
-    distinct_n, mean_entropy, mean_nucleus_size, nucleus_size, nucleus_sizes, repeated_ngram_rate,
+    distinct_n,
+    mean_entropy,
+    mean_nucleus_size,
+    nucleus_size,
+    nucleus_sizes,
+    repeated_ngram_rate,
 )
 from decodelab.records import Step
 
@@ -106,8 +111,18 @@ def test_mean_nucleus_size_of_scored_tokens():
     from decodelab.scoring import Score, ScoredToken
 
     tokens = [
-        ScoredToken(id=1, piece="a", logprob=-1.0, prob=math.exp(-1.0), rank=1, surprisal_bits=1 / math.log(2),
-                    entropy=entropy, nucleus_size=size, position=position, context=position)
+        ScoredToken(
+            id=1,
+            piece="a",
+            logprob=-1.0,
+            prob=math.exp(-1.0),
+            rank=1,
+            surprisal_bits=1 / math.log(2),
+            entropy=entropy,
+            nucleus_size=size,
+            position=position,
+            context=position,
+        )
         for position, (entropy, size) in enumerate([(1.0, 3), (2.0, 10)], start=1)
     ]
     assert mean_nucleus_size(tokens) == pytest.approx(6.5)

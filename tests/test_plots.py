@@ -11,7 +11,12 @@ from matplotlib.colors import to_rgba
 import decodelab
 from decodelab.distribution import Distribution
 from decodelab.plots import (
-    decoding_methods, plot_beam_tree, plot_distribution, plot_methods, plot_methods_heatmap, plot_temperatures,
+    decoding_methods,
+    plot_beam_tree,
+    plot_distribution,
+    plot_methods,
+    plot_methods_heatmap,
+    plot_temperatures,
     plot_trace,
 )
 from decodelab.plots.beam_tree import STATUS_FILL
@@ -156,8 +161,11 @@ def beams(bundled):
 
 
 def node_boxes(figure) -> dict[int, object]:
-    return {int(t.get_gid().rsplit("-", 1)[1]): t for t in figure.axes[0].texts
-            if (t.get_gid() or "").startswith("beam-node-")}
+    return {
+        int(t.get_gid().rsplit("-", 1)[1]): t
+        for t in figure.axes[0].texts
+        if (t.get_gid() or "").startswith("beam-node-")
+    }
 
 
 def test_beam_diagram_has_one_box_per_node_styled_by_its_fate(beams):
@@ -198,8 +206,10 @@ def test_dollar_signs_and_control_bytes_are_drawn_as_text(bundled, tmp_path):
 
 @pytest.mark.parametrize(
     "name, message",
-    [("bars.jpg", "plot file must end in .png or .svg, got '.*bars.jpg'"),
-     ("missing/bars.png", "the folder '.*missing' does not exist")],
+    [
+        ("bars.jpg", "plot file must end in .png or .svg, got '.*bars.jpg'"),
+        ("missing/bars.png", "the folder '.*missing' does not exist"),
+    ],
 )
 def test_bad_paths_are_one_clear_error(dist, tmp_path, name, message):
     with pytest.raises(decodelab.DecodelabError, match=message):

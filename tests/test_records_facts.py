@@ -62,8 +62,21 @@ def test_stop_and_special_tokens_are_marked_and_the_json_is_plain():
     data = json.loads(json.dumps(stop.to_dict()))
     assert data["bytes"] == [10] and data["is_stop"] is True and data["special"] is False
     assert data["raw_top"][0]["bytes"] == [10]
-    assert {"step", "id", "piece", "prob", "raw_prob", "logprob", "rank", "entropy", "top", "raw_top", "stages",
-            "row", "forced"} <= set(data)  # the keys the page already reads stay
+    assert {
+        "step",
+        "id",
+        "piece",
+        "prob",
+        "raw_prob",
+        "logprob",
+        "rank",
+        "entropy",
+        "top",
+        "raw_top",
+        "stages",
+        "row",
+        "forced",
+    } <= set(data)  # the keys the page already reads stay
 
 
 def test_a_hand_made_step_holds_its_pieces_utf8():

@@ -41,12 +41,21 @@ def token_breakers(*breakers: list[int]) -> dict[int, tuple[str, ...]]:
     return found
 
 
-def penalized(logits: list[float], context: list[int], *, multiplier: float = 0.8, base: float = 1.75,
-              allowed: int = 2, last_n: int = -1, breakers: dict | None = None,
-              dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def penalized(
+    logits: list[float],
+    context: list[int],
+    *,
+    multiplier: float = 0.8,
+    base: float = 1.75,
+    allowed: int = 2,
+    last_n: int = -1,
+    breakers: dict | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     ids = torch.tensor([context], dtype=torch.long).reshape(1, len(context))  # (1, T)
-    return dry_penalized(torch.tensor([logits], dtype=dtype), ids, breakers or {}, LETTERS, multiplier, base, allowed,
-                         last_n)[0]
+    return dry_penalized(
+        torch.tensor([logits], dtype=dtype), ids, breakers or {}, LETTERS, multiplier, base, allowed, last_n
+    )[0]
 
 
 # --- 1. llama.cpp tests/test-sampling.cpp: test_dry(probs, context, expected, multiplier, base, allowed, last_n) --
@@ -63,8 +72,16 @@ LLAMA_CPP = [
 @pytest.mark.parametrize("probs, context, expected, multiplier, base, allowed, last_n, breakers", LLAMA_CPP)
 def test_llama_cpp_cases(probs, context, expected, multiplier, base, allowed, last_n, breakers):
     logits = [math.log(p) for p in probs]
-    out = penalized(logits, context, multiplier=multiplier, base=base, allowed=allowed, last_n=last_n,
-                    breakers=token_breakers(*breakers), dtype=torch.float32)
+    out = penalized(
+        logits,
+        context,
+        multiplier=multiplier,
+        base=base,
+        allowed=allowed,
+        last_n=last_n,
+        breakers=token_breakers(*breakers),
+        dtype=torch.float32,
+    )
     torch.testing.assert_close(out.softmax(-1), torch.tensor(expected), rtol=0, atol=1e-5)  # llama.cpp's tolerance
 
 
@@ -90,8 +107,15 @@ HAND = [
     ("C2 without breakers it is not", [0.0] * 5, [1, 2, 0, 1, 2], 2, -1, {}, {0: -0.8}),
     ("D1 two-token breaker 5 6", [0.0] * 8, D, 2, -1, token_breakers([5, 6]), {7: -0.8}),
     ("D2 no breakers: 6 tokens", [0.0] * 8, D, 2, -1, {}, {7: -0.8 * 1.75**4}),
-    ("D3 a head without its tail breaks nothing", [0.0] * 8, [1, 2, 5, 3, 4, 7, 1, 2, 5], 2, -1,
-     token_breakers([5, 6]), {3: -1.4}),
+    (
+        "D3 a head without its tail breaks nothing",
+        [0.0] * 8,
+        [1, 2, 5, 3, 4, 7, 1, 2, 5],
+        2,
+        -1,
+        token_breakers([5, 6]),
+        {3: -1.4},
+    ),
     ("overlap 1 1 1 1", [0.0] * 3, [1, 1, 1, 1], 2, -1, {}, {1: -1.4}),
     ("llama.cpp comment, allowed 2", [0.0] * 5, ABC, 2, -1, {}, {3: -1.4, 4: -0.8}),
     ("llama.cpp comment, allowed 1", [0.0] * 5, ABC, 1, -1, {}, {2: -0.8, 3: -0.8 * 1.75**2, 4: -1.4}),
@@ -142,6 +166,7 @@ def test_rows_are_penalized_independently():
 
 
 # --- 3. the Z-algorithm against the naive O(T^2) definition --------------------------------------------------------
+
 
 def test_z_function_by_hand():
     assert z_function([1, 2, 1, 2, 1]) == [0, 0, 3, 0, 1]
@@ -196,17 +221,20 @@ AB = ["a", "b", "xa", "ab", "c", "x"]  # llama.cpp's overlap rule on breaker "ab
 
 
 def test_a_token_ending_with_a_breakers_start_is_a_head_with_the_rest_to_follow():
-    """"ab" breaks alone; "a" and "xa" break when "b" follows; "b" and "c" are no heads."""
+    """ "ab" breaks alone; "a" and "xa" break when "b" follows; "b" and "c" are no heads."""
     assert sequence_breakers(AB, ["ab"]) == {3: ("",), 0: ("b",), 2: ("b",)}
 
 
-@pytest.mark.parametrize("context, limit", [
-    ([4, 2, 1, 4], 1),  # c xa b c: "xa" + "b" spell "ab", one token after it
-    ([4, 0, 1, 4, 4], 2),  # c a b c c
-    ([4, 0, 4, 4], 4),  # "a" followed by "c": no breaker
-    ([4, 4, 0], 3),  # the head is the newest token: its rest has not come yet
-    ([0, 1, 4, 3], 0),  # "ab" alone is the newest token
-])
+@pytest.mark.parametrize(
+    "context, limit",
+    [
+        ([4, 2, 1, 4], 1),  # c xa b c: "xa" + "b" spell "ab", one token after it
+        ([4, 0, 1, 4, 4], 2),  # c a b c c
+        ([4, 0, 4, 4], 4),  # "a" followed by "c": no breaker
+        ([4, 4, 0], 3),  # the head is the newest token: its rest has not come yet
+        ([0, 1, 4, 3], 0),  # "ab" alone is the newest token
+    ],
+)
 def test_a_head_breaks_when_the_next_tokens_spell_the_rest(context, limit):
     assert restart_limit(context, sequence_breakers(AB, ["ab"]), AB) == limit
 
@@ -257,6 +285,7 @@ def test_breaker_texts_without_token_texts_are_one_clear_error():
 
 # --- 5. the stage: purity, config, chain, messages, CLI and compare -------------------------------------------------
 
+
 def test_stage_does_not_change_its_input():
     logits = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
     ids = torch.tensor([B, B[::-1]])
@@ -267,13 +296,19 @@ def test_stage_does_not_change_its_input():
     assert out.data_ptr() != logits.data_ptr() and not torch.equal(out, logits)
 
 
-@pytest.mark.parametrize("options, names", [
-    ({"dry_multiplier": 0}, []),
-    ({"dry_multiplier": 0.8}, ["dry"]),
-    ({"dry_multiplier": 0.8, "dry_penalty_last_n": 0}, []),  # no window: llama.cpp builds no DRY either
-    ({"dry_multiplier": 0.8, "no_repeat_ngram_size": 3, "temperature": 0.7}, ["no_repeat_ngram", "dry", "temperature"]),
-    ({"dry_multiplier": 0.8, "temperature": 0.7, "greedy": True}, ["dry"]),  # a penalty: greedy keeps it
-])
+@pytest.mark.parametrize(
+    "options, names",
+    [
+        ({"dry_multiplier": 0}, []),
+        ({"dry_multiplier": 0.8}, ["dry"]),
+        ({"dry_multiplier": 0.8, "dry_penalty_last_n": 0}, []),  # no window: llama.cpp builds no DRY either
+        (
+            {"dry_multiplier": 0.8, "no_repeat_ngram_size": 3, "temperature": 0.7},
+            ["no_repeat_ngram", "dry", "temperature"],
+        ),
+        ({"dry_multiplier": 0.8, "temperature": 0.7, "greedy": True}, ["dry"]),  # a penalty: greedy keeps it
+    ],
+)
 def test_config_chain(options, names):
     assert [stage.name for stage in GenerationConfig(**options).chain().stages] == names
 
@@ -282,8 +317,13 @@ def test_default_order_puts_dry_after_no_repeat_ngram():
     assert DEFAULT_ORDER.index("dry") == DEFAULT_ORDER.index("no_repeat_ngram") + 1
     assert DEFAULT_ORDER.index("dry") < DEFAULT_ORDER.index("temperature")
     config = GenerationConfig()
-    assert (config.dry_multiplier, config.dry_base, config.dry_allowed_length, config.dry_penalty_last_n,
-            config.dry_sequence_breakers) == (0.0, 1.75, 2, -1, ("\n", ":", '"', "*"))
+    assert (
+        config.dry_multiplier,
+        config.dry_base,
+        config.dry_allowed_length,
+        config.dry_penalty_last_n,
+        config.dry_sequence_breakers,
+    ) == (0.0, 1.75, 2, -1, ("\n", ":", '"', "*"))
 
 
 def test_config_from_json_carries_the_breakers():
@@ -298,10 +338,14 @@ BAD = [
     ({"dry_base": 1}, "dry_base must be a number > 1, got 1"),
     ({"dry_allowed_length": 0}, "dry_allowed_length must be a whole number >= 1, got 0"),
     ({"dry_allowed_length": 1.5}, "dry_allowed_length must be a whole number >= 1, got 1.5"),
-    ({"dry_penalty_last_n": -2},
-     "dry_penalty_last_n must be a whole number of tokens >= 1, -1 (the whole context) or 0 (off), got -2"),
-    ({"dry_sequence_breakers": ("\n", "")},
-     "dry_sequence_breakers must be a list of non-empty strings of at most 40 bytes (UTF-8) each, got ('\\n', '')"),
+    (
+        {"dry_penalty_last_n": -2},
+        "dry_penalty_last_n must be a whole number of tokens >= 1, -1 (the whole context) or 0 (off), got -2",
+    ),
+    (
+        {"dry_sequence_breakers": ("\n", "")},
+        "dry_sequence_breakers must be a list of non-empty strings of at most 40 bytes (UTF-8) each, got ('\\n', '')",
+    ),
     ({"dry_sequence_breakers": ("é" * 21,)}, "dry_sequence_breakers must be a list of non-empty strings"),
     ({"dry_sequence_breakers": "\n"}, "dry_sequence_breakers must be a list of non-empty strings"),
     ({"dry_sequence_breakers": (10,)}, "dry_sequence_breakers must be a list of non-empty strings"),
@@ -320,8 +364,13 @@ def test_bad_values_quote_the_value(values, message):
 
 def test_generate_help_lists_the_flags():
     shown = subprocess.run([str(DECODELAB), "generate", "--help"], capture_output=True, text=True, check=True).stdout
-    for flag in ("--dry-multiplier", "--dry-base", "--dry-allowed-length", "--dry-penalty-last-n",
-                 "--dry-sequence-breakers"):
+    for flag in (
+        "--dry-multiplier",
+        "--dry-base",
+        "--dry-allowed-length",
+        "--dry-penalty-last-n",
+        "--dry-sequence-breakers",
+    ):
         assert flag in shown
 
 

@@ -37,6 +37,7 @@ def random_logits(kind: str, seed: int) -> torch.Tensor:
 
 # --- 1. parity with transformers ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["plain", "ties", "neg_inf"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("epsilon", [3e-4, 1e-3, 0.01, 0.1, 0.6])
@@ -88,6 +89,7 @@ def test_probabilities_are_taken_among_the_tokens_left():
 
 # --- 3. purity --------------------------------------------------------------------------------------------------
 
+
 def test_does_not_change_its_input():
     logits = random_logits("neg_inf", 3)
     before = logits.clone()
@@ -111,8 +113,10 @@ BAD = [
     (lambda: GenerationConfig(epsilon_cutoff=1.0), f"{ALLOWED}, got 1.0"),
     (lambda: GenerationConfig(epsilon_cutoff=-3e-4), f"{ALLOWED}, got -0.0003"),
     (lambda: GenerationConfig(epsilon_cutoff=math.inf), f"{ALLOWED}, got inf"),
-    (lambda: GenerationConfig(epsilon_cutoff=1e-3, samplers=("temperature", "top_p")),
-     "epsilon_cutoff is set but missing from the sampler order"),
+    (
+        lambda: GenerationConfig(epsilon_cutoff=1e-3, samplers=("temperature", "top_p")),
+        "epsilon_cutoff is set but missing from the sampler order",
+    ),
 ]
 
 
@@ -125,23 +129,31 @@ def test_bad_values_raise_one_clear_bad_input(make, message):
 
 # --- 5. the chain, `compare` and the CLI ----------------------------------------------------------------------------
 
+
 def test_default_order_runs_it_after_typical_p():
     assert DEFAULT_ORDER.index("typical_p") < DEFAULT_ORDER.index("epsilon_cutoff")
 
 
-@pytest.mark.parametrize("config, names", [
-    (GenerationConfig(epsilon_cutoff=3e-4, typical_p=0.9, min_p=0.05, temperature=0.7),
-     ("temperature", "min_p", "typical_p", "epsilon_cutoff")),
-    (GenerationConfig(epsilon_cutoff=3e-4), ("epsilon_cutoff",)),
-    (GenerationConfig(epsilon_cutoff=3e-4, top_k=5, samplers=("epsilon_cutoff", "top_k")),
-     ("epsilon_cutoff", "top_k")),
-    (GenerationConfig(greedy=True, epsilon_cutoff=3e-4), ()),  # a warper: greedy decoding leaves it out
-    (GenerationConfig(temperature=0, epsilon_cutoff=3e-4), ()),
-    (GenerationConfig(), ()),
-    (GenerationConfig(epsilon_cutoff=None), ()),
-    (GenerationConfig(epsilon_cutoff=0.0), ()),
-    (GenerationConfig(epsilon_cutoff=0), ()),
-])
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        (
+            GenerationConfig(epsilon_cutoff=3e-4, typical_p=0.9, min_p=0.05, temperature=0.7),
+            ("temperature", "min_p", "typical_p", "epsilon_cutoff"),
+        ),
+        (GenerationConfig(epsilon_cutoff=3e-4), ("epsilon_cutoff",)),
+        (
+            GenerationConfig(epsilon_cutoff=3e-4, top_k=5, samplers=("epsilon_cutoff", "top_k")),
+            ("epsilon_cutoff", "top_k"),
+        ),
+        (GenerationConfig(greedy=True, epsilon_cutoff=3e-4), ()),  # a warper: greedy decoding leaves it out
+        (GenerationConfig(temperature=0, epsilon_cutoff=3e-4), ()),
+        (GenerationConfig(), ()),
+        (GenerationConfig(epsilon_cutoff=None), ()),
+        (GenerationConfig(epsilon_cutoff=0.0), ()),
+        (GenerationConfig(epsilon_cutoff=0), ()),
+    ],
+)
 def test_config_chain(config, names):
     assert tuple(stage.name for stage in config.chain().stages) == names
 

@@ -40,6 +40,7 @@ def random_logits(kind: str, seed: int) -> torch.Tensor:
 
 # --- 1. parity with transformers ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["plain", "ties", "neg_inf"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("epsilon", [3e-4, 2e-3, 0.01, 0.1, 0.5])
@@ -88,6 +89,7 @@ def test_a_flat_distribution_lowers_the_cutoff_below_epsilon():
 
 # --- 3. purity --------------------------------------------------------------------------------------------------
 
+
 def test_does_not_change_its_input():
     logits = random_logits("neg_inf", 3)
     before = logits.clone()
@@ -111,8 +113,10 @@ BAD = [
     (lambda: GenerationConfig(eta_cutoff=1.0), f"{ALLOWED}, got 1.0"),
     (lambda: GenerationConfig(eta_cutoff=-2e-3), f"{ALLOWED}, got -0.002"),
     (lambda: GenerationConfig(eta_cutoff=math.inf), f"{ALLOWED}, got inf"),
-    (lambda: GenerationConfig(eta_cutoff=2e-3, samplers=("temperature", "top_p")),
-     "eta_cutoff is set but missing from the sampler order"),
+    (
+        lambda: GenerationConfig(eta_cutoff=2e-3, samplers=("temperature", "top_p")),
+        "eta_cutoff is set but missing from the sampler order",
+    ),
 ]
 
 
@@ -125,22 +129,28 @@ def test_bad_values_raise_one_clear_bad_input(make, message):
 
 # --- 5. the chain, `compare` and the CLI ----------------------------------------------------------------------------
 
+
 def test_default_order_runs_it_after_epsilon_cutoff():
     assert DEFAULT_ORDER.index("typical_p") < DEFAULT_ORDER.index("epsilon_cutoff") < DEFAULT_ORDER.index("eta_cutoff")
 
 
-@pytest.mark.parametrize("config, names", [
-    (GenerationConfig(eta_cutoff=2e-3, epsilon_cutoff=3e-4, typical_p=0.9, temperature=0.7),
-     ("temperature", "typical_p", "epsilon_cutoff", "eta_cutoff")),
-    (GenerationConfig(eta_cutoff=2e-3), ("eta_cutoff",)),
-    (GenerationConfig(eta_cutoff=2e-3, top_k=5, samplers=("eta_cutoff", "top_k")), ("eta_cutoff", "top_k")),
-    (GenerationConfig(greedy=True, eta_cutoff=2e-3), ()),  # a warper: greedy decoding leaves it out
-    (GenerationConfig(temperature=0, eta_cutoff=2e-3), ()),
-    (GenerationConfig(), ()),
-    (GenerationConfig(eta_cutoff=None), ()),
-    (GenerationConfig(eta_cutoff=0.0), ()),
-    (GenerationConfig(eta_cutoff=0), ()),
-])
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        (
+            GenerationConfig(eta_cutoff=2e-3, epsilon_cutoff=3e-4, typical_p=0.9, temperature=0.7),
+            ("temperature", "typical_p", "epsilon_cutoff", "eta_cutoff"),
+        ),
+        (GenerationConfig(eta_cutoff=2e-3), ("eta_cutoff",)),
+        (GenerationConfig(eta_cutoff=2e-3, top_k=5, samplers=("eta_cutoff", "top_k")), ("eta_cutoff", "top_k")),
+        (GenerationConfig(greedy=True, eta_cutoff=2e-3), ()),  # a warper: greedy decoding leaves it out
+        (GenerationConfig(temperature=0, eta_cutoff=2e-3), ()),
+        (GenerationConfig(), ()),
+        (GenerationConfig(eta_cutoff=None), ()),
+        (GenerationConfig(eta_cutoff=0.0), ()),
+        (GenerationConfig(eta_cutoff=0), ()),
+    ],
+)
 def test_config_chain(config, names):
     assert tuple(stage.name for stage in config.chain().stages) == names
 
@@ -159,7 +169,8 @@ def test_cli_flag_reaches_the_config():
 def test_generate_help_lists_the_truncation_flags():
     """One run of the installed command for the three stages added together: top-nσ, epsilon and eta."""
     command = Path(sys.executable).with_name("decodelab")
-    shown = subprocess.run([str(command), "generate", "--help"], capture_output=True, text=True, check=True,
-                           timeout=300).stdout
+    shown = subprocess.run(
+        [str(command), "generate", "--help"], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
     for flag in ("--top-n-sigma N", "--epsilon-cutoff EPSILON", "--eta-cutoff EPSILON"):
         assert flag in shown, flag

@@ -28,12 +28,15 @@ def probs_after(stage: MirostatV2, probs: list[float], mu: float | None = None) 
     return [round(p, 6) for p in out.softmax(dim=-1)[0].tolist()]
 
 
-@pytest.mark.parametrize("tau, mu, expected", [
-    (1.5, None, [0.571429, 0.285714, 0.142857, 0, 0]),  # mu = 2 tau = 3 bits: keep 1, 2, 3 -> / 0.875
-    (5.0, None, [0.5, 0.25, 0.125, 0.0625, 0.0625]),  # mu = 10 bits: everything stays
-    (5.0, 2.0, [0.666667, 0.333333, 0, 0, 0]),  # a remembered mu of 2 bits: keep 1, 2 -> / 0.75
-    (5.0, 0.5, [1, 0, 0, 0, 0]),  # nothing is within 0.5 bits: the top token stays alone
-])
+@pytest.mark.parametrize(
+    "tau, mu, expected",
+    [
+        (1.5, None, [0.571429, 0.285714, 0.142857, 0, 0]),  # mu = 2 tau = 3 bits: keep 1, 2, 3 -> / 0.875
+        (5.0, None, [0.5, 0.25, 0.125, 0.0625, 0.0625]),  # mu = 10 bits: everything stays
+        (5.0, 2.0, [0.666667, 0.333333, 0, 0, 0]),  # a remembered mu of 2 bits: keep 1, 2 -> / 0.75
+        (5.0, 0.5, [1, 0, 0, 0, 0]),  # nothing is within 0.5 bits: the top token stays alone
+    ],
+)
 def test_surprise_cut(tau, mu, expected):
     assert probs_after(MirostatV2(tau), HALVES, mu) == expected
 
@@ -45,7 +48,8 @@ def test_mu_moves_by_eta_times_the_surprise_error():
     observed = -math.log2(0.5 / 0.875)  # 0.807355 bits: the drawn token's surprise after the cut
     assert mu.tolist() == pytest.approx([3 - 0.1 * (observed - 1.5)], abs=1e-6)  # 3.069265
     assert stage.remember(mu, final, torch.tensor([2])).tolist() == pytest.approx(
-        [mu.item() - 0.1 * (-math.log2(0.125 / 0.875) - 1.5)], abs=1e-6)
+        [mu.item() - 0.1 * (-math.log2(0.125 / 0.875) - 1.5)], abs=1e-6
+    )
 
 
 def test_chain_remembers_only_stateful_stages():
@@ -57,10 +61,13 @@ def test_chain_remembers_only_stateful_stages():
     assert SamplerChain(()).remember(h, final, torch.tensor([1])) == {}
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"mirostat_tau": -1}, "mirostat_tau must be a number > 0 (bits), got -1"),
-    ({"mirostat_tau": 5.0, "mirostat_eta": 2}, "mirostat_eta must be in [0, 1], got 2"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mirostat_tau": -1}, "mirostat_tau must be a number > 0 (bits), got -1"),
+        ({"mirostat_tau": 5.0, "mirostat_eta": 2}, "mirostat_eta must be in [0, 1], got 2"),
+    ],
+)
 def test_bad_values_name_the_setting(values, message):
     with pytest.raises(BadInput, match=re.escape(message)):
         GenerationConfig(**values)

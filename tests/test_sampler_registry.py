@@ -25,8 +25,10 @@ SETTINGS = all_settings()
 
 def test_readme_lists_every_stage_in_order():
     text = README.read_text(encoding="utf-8")
-    assert catalog.block() in text, "README's sampler list is stale: run `python -m decodelab.samplers.catalog README.md`"
-    listed = text[text.index(catalog.BEGIN):text.index(catalog.END)]
+    assert catalog.block() in text, (
+        "README's sampler list is stale: run `python -m decodelab.samplers.catalog README.md`"
+    )
+    listed = text[text.index(catalog.BEGIN) : text.index(catalog.END)]
     places = [listed.index(f"| `{name}` |") for name in DEFAULT_ORDER]
     assert places == sorted(places) and len(places) == len(STAGES)
 
@@ -50,8 +52,11 @@ def test_every_setting_reaches_every_consumer(declared):
         assert sampling_words()[declared.name] is declared
 
 
-@pytest.mark.parametrize("declared", [s for s in SETTINGS if s.kind in ("float", "int")],
-                         ids=[s.name for s in SETTINGS if s.kind in ("float", "int")])
+@pytest.mark.parametrize(
+    "declared",
+    [s for s in SETTINGS if s.kind in ("float", "int")],
+    ids=[s.name for s in SETTINGS if s.kind in ("float", "int")],
+)
 def test_one_message_for_a_bad_value_everywhere(declared):
     """The config, the stage and the server say the same sentence for the same bad value (no numeric setting
     takes infinity: float32 logits would turn it into NaN)."""

@@ -47,6 +47,7 @@ def reference_top_n_sigma(logits: torch.Tensor, n: float) -> torch.Tensor:
 
 # --- 1. random logits against the reference ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["plain", "ties", "neg_inf"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("n", [0.5, 1.0, 1.7, 3.0])
@@ -114,6 +115,7 @@ def test_n_at_most_zero_is_a_no_op_stage(n):
 
 # --- 3. purity --------------------------------------------------------------------------------------------------
 
+
 def test_does_not_change_its_input():
     logits = random_logits("neg_inf", 3)
     before = logits.clone()
@@ -133,8 +135,10 @@ BAD = [
     (lambda: TopNSigma(True), f"{ALLOWED}, got True"),
     (lambda: GenerationConfig(top_n_sigma=math.inf), f"{ALLOWED}, got inf"),
     (lambda: GenerationConfig(top_n_sigma="1.0"), f"{ALLOWED}, got '1.0'"),
-    (lambda: GenerationConfig(top_n_sigma=1.0, samplers=("temperature", "top_k")),
-     "top_n_sigma is set but missing from the sampler order"),
+    (
+        lambda: GenerationConfig(top_n_sigma=1.0, samplers=("temperature", "top_k")),
+        "top_n_sigma is set but missing from the sampler order",
+    ),
 ]
 
 
@@ -147,25 +151,33 @@ def test_bad_values_raise_one_clear_bad_input(make, message):
 
 # --- 5. the chain, `compare` and the CLI ----------------------------------------------------------------------------
 
+
 def test_default_order_runs_it_after_temperature_and_before_top_k():
     assert DEFAULT_ORDER.index("temperature") < DEFAULT_ORDER.index("top_n_sigma") < DEFAULT_ORDER.index("top_k")
 
 
-@pytest.mark.parametrize("config, names", [
-    (GenerationConfig(top_p=0.9, top_k=5, top_n_sigma=1.0, temperature=0.7),
-     ("temperature", "top_n_sigma", "top_k", "top_p")),
-    (GenerationConfig(top_n_sigma=1.0), ("top_n_sigma",)),
-    (GenerationConfig(top_n_sigma=1.0, samplers=("top_n_sigma", "temperature"), temperature=0.7),
-     ("top_n_sigma", "temperature")),
-    (GenerationConfig(greedy=True, top_n_sigma=1.0), ()),  # a warper: greedy decoding leaves it out
-    (GenerationConfig(temperature=0, top_n_sigma=1.0), ()),
-    (GenerationConfig(), ()),
-    (GenerationConfig(top_n_sigma=None), ()),
-    (GenerationConfig(top_n_sigma=0.0), ()),
-    (GenerationConfig(top_n_sigma=0), ()),
-    (GenerationConfig(top_n_sigma=-1.0), ()),  # llama.cpp's default, meaning off
-    (GenerationConfig(top_n_sigma=-0.5), ()),
-])
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        (
+            GenerationConfig(top_p=0.9, top_k=5, top_n_sigma=1.0, temperature=0.7),
+            ("temperature", "top_n_sigma", "top_k", "top_p"),
+        ),
+        (GenerationConfig(top_n_sigma=1.0), ("top_n_sigma",)),
+        (
+            GenerationConfig(top_n_sigma=1.0, samplers=("top_n_sigma", "temperature"), temperature=0.7),
+            ("top_n_sigma", "temperature"),
+        ),
+        (GenerationConfig(greedy=True, top_n_sigma=1.0), ()),  # a warper: greedy decoding leaves it out
+        (GenerationConfig(temperature=0, top_n_sigma=1.0), ()),
+        (GenerationConfig(), ()),
+        (GenerationConfig(top_n_sigma=None), ()),
+        (GenerationConfig(top_n_sigma=0.0), ()),
+        (GenerationConfig(top_n_sigma=0), ()),
+        (GenerationConfig(top_n_sigma=-1.0), ()),  # llama.cpp's default, meaning off
+        (GenerationConfig(top_n_sigma=-0.5), ()),
+    ],
+)
 def test_config_chain(config, names):
     assert tuple(stage.name for stage in config.chain().stages) == names
 

@@ -24,13 +24,16 @@ def probs_after(stage: XTC, probs: list[float], seed: int | None = 1) -> list[fl
     return [round(p, 6) for p in stage(logits, history(seed=seed)).softmax(dim=-1)[0].tolist()]
 
 
-@pytest.mark.parametrize("threshold, expected", [
-    (0.09, [0, 0, 0, 1]),  # all four are top choices: only the least likely (0.1) stays
-    (0.19, [0, 0, 0.666667, 0.333333]),  # 0.4, 0.3 go; 0.2 (least likely top choice) and 0.1 stay -> / 0.3
-    (0.29, [0, 0.5, 0.333333, 0.166667]),  # 0.4 goes -> [0.3, 0.2, 0.1] / 0.6
-    (0.39, [0.4, 0.3, 0.2, 0.1]),  # one top choice: nothing to exclude
-    (0.6, [0.4, 0.3, 0.2, 0.1]),  # above 0.5 no two tokens can both be top choices
-])
+@pytest.mark.parametrize(
+    "threshold, expected",
+    [
+        (0.09, [0, 0, 0, 1]),  # all four are top choices: only the least likely (0.1) stays
+        (0.19, [0, 0, 0.666667, 0.333333]),  # 0.4, 0.3 go; 0.2 (least likely top choice) and 0.1 stay -> / 0.3
+        (0.29, [0, 0.5, 0.333333, 0.166667]),  # 0.4 goes -> [0.3, 0.2, 0.1] / 0.6
+        (0.39, [0.4, 0.3, 0.2, 0.1]),  # one top choice: nothing to exclude
+        (0.6, [0.4, 0.3, 0.2, 0.1]),  # above 0.5 no two tokens can both be top choices
+    ],
+)
 def test_llama_cpp_table(threshold, expected):
     """llama.cpp's tests/test-sampling.cpp cases (probability 1: the coin always says yes)."""
     assert probs_after(XTC(1.0, threshold), PROBS) == expected
@@ -72,10 +75,13 @@ def test_pure_and_greedy_leaves_it_out():
     assert GenerationConfig(xtc_probability=0).chain().stages == ()
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"xtc_probability": 1.5}, "xtc_probability must be in [0, 1], got 1.5"),
-    ({"xtc_probability": 0.5, "xtc_threshold": -0.1}, "xtc_threshold must be in [0, 1], got -0.1"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"xtc_probability": 1.5}, "xtc_probability must be in [0, 1], got 1.5"),
+        ({"xtc_probability": 0.5, "xtc_threshold": -0.1}, "xtc_threshold must be in [0, 1], got -0.1"),
+    ],
+)
 def test_bad_values_name_the_setting(values, message):
     with pytest.raises(BadInput, match=re.escape(message)):
         GenerationConfig(**values)

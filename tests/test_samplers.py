@@ -14,8 +14,18 @@ from decodelab.decoding import select
 from decodelab.errors import BadInput, DecodelabError
 from decodelab.generation_config import GenerationConfig
 from decodelab.samplers import (
-    FrequencyPenalty, History, LogitBias, MinP, NoRepeatNGram, PresencePenalty, RepetitionPenalty, SamplerChain,
-    Temperature, TopK, TopP, TypicalP,
+    FrequencyPenalty,
+    History,
+    LogitBias,
+    MinP,
+    NoRepeatNGram,
+    PresencePenalty,
+    RepetitionPenalty,
+    SamplerChain,
+    Temperature,
+    TopK,
+    TopP,
+    TypicalP,
 )
 
 INF = math.inf
@@ -157,8 +167,17 @@ def test_no_repeat_ngram_by_hand(ids, n, banned):
 # --- 3. purity: no stage changes its input ---------------------------------------------------------------------
 
 PURE = [
-    Temperature(0.7), TopK(3), TopP(0.5), MinP(0.2), TypicalP(0.5), RepetitionPenalty(1.3), PresencePenalty(1.0),
-    FrequencyPenalty(0.5), NoRepeatNGram(2), NoRepeatNGram(9), LogitBias({1: 2.0, 3: -INF}),
+    Temperature(0.7),
+    TopK(3),
+    TopP(0.5),
+    MinP(0.2),
+    TypicalP(0.5),
+    RepetitionPenalty(1.3),
+    PresencePenalty(1.0),
+    FrequencyPenalty(0.5),
+    NoRepeatNGram(2),
+    NoRepeatNGram(9),
+    LogitBias({1: 2.0, 3: -INF}),
     SamplerChain((LogitBias({0: -INF}), RepetitionPenalty(1.3), Temperature(0.7), TopK(5), TopP(0.9), MinP(0.1))),
 ]
 
@@ -170,7 +189,9 @@ def test_stage_does_not_change_its_input(stage):
     out = stage(logits, history)
     assert torch.equal(logits, logits_before) and torch.equal(history.ids, ids_before)
     assert out is not logits and out.data_ptr() != logits.data_ptr()
-    acts = not (isinstance(stage, NoRepeatNGram) and stage.no_repeat_ngram_size > 5)  # a 9-gram cannot repeat in 4 ids: a no-op
+    acts = not (
+        isinstance(stage, NoRepeatNGram) and stage.no_repeat_ngram_size > 5
+    )  # a 9-gram cannot repeat in 4 ids: a no-op
     assert torch.equal(out, logits) != acts  # so an in-place change could not have gone unnoticed
 
 
@@ -194,8 +215,14 @@ BAD = [
     (lambda: PresencePenalty(3), "presence_penalty must be in [-2, 2], got 3"),
     (lambda: FrequencyPenalty(-2.5), "frequency_penalty must be in [-2, 2], got -2.5"),
     (lambda: NoRepeatNGram(0), "no_repeat_ngram_size must be a whole number >= 1 (0 turns it off), got 0"),
-    (lambda: LogitBias({-1: 1.0}), "logit_bias must map token ids (whole numbers from 0) to biases in [-1e+06, 1e+06] or -inf, got {-1: 1.0}"),
-    (lambda: LogitBias({2**70: 1.0}), "logit_bias must map token ids (whole numbers from 0) to biases in [-1e+06, 1e+06] or -inf, got {1180591620717411303424: 1.0}"),
+    (
+        lambda: LogitBias({-1: 1.0}),
+        "logit_bias must map token ids (whole numbers from 0) to biases in [-1e+06, 1e+06] or -inf, got {-1: 1.0}",
+    ),
+    (
+        lambda: LogitBias({2**70: 1.0}),
+        "logit_bias must map token ids (whole numbers from 0) to biases in [-1e+06, 1e+06] or -inf, got {1180591620717411303424: 1.0}",
+    ),
     (lambda: GenerationConfig(temperature=-1), "temperature must be at least 0.0001 (0 means greedy), got -1"),
     (lambda: GenerationConfig(top_p=1.5), "top_p must be in (0, 1], got 1.5"),
     (lambda: GenerationConfig(samplers=("top_q",)), "unknown sampler 'top_q'"),
@@ -213,6 +240,7 @@ def test_bad_parameters_raise_bad_input(make, message):
 
 # --- 5. chain composition and reports ----------------------------------------------------------------------------
 
+
 def test_traced_reports_kept_and_removed_mass():
     logits = torch.tensor([PROBS, [0.25] * 4, [0.5, 0.5, 0, 0]]).log()  # row 3 arrives with two tokens removed
     final, reports = SamplerChain((Temperature(0.5), TopK(2))).traced(logits, no_history(3))
@@ -226,15 +254,23 @@ def test_traced_reports_kept_and_removed_mass():
     assert torch.equal(final, SamplerChain((Temperature(0.5), TopK(2)))(logits, no_history(3)))
 
 
-@pytest.mark.parametrize("config, names", [
-    (GenerationConfig(greedy=True, top_k=5), ()),
-    (GenerationConfig(temperature=0, top_p=0.5, min_p=0.1), ()),
-    (GenerationConfig(greedy=True, top_k=5, temperature=0.7, repetition_penalty=1.3, no_repeat_ngram_size=2),
-     ("repetition_penalty", "no_repeat_ngram")),
-    (GenerationConfig(top_k=5, temperature=0.7, repetition_penalty=1.3), ("repetition_penalty", "temperature", "top_k")),
-    (GenerationConfig(top_k=5, temperature=0.7, samplers=("top_k", "temperature")), ("top_k", "temperature")),
-    (GenerationConfig(), ()),  # temperature 1 and nothing else set: no stage at all
-])
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        (GenerationConfig(greedy=True, top_k=5), ()),
+        (GenerationConfig(temperature=0, top_p=0.5, min_p=0.1), ()),
+        (
+            GenerationConfig(greedy=True, top_k=5, temperature=0.7, repetition_penalty=1.3, no_repeat_ngram_size=2),
+            ("repetition_penalty", "no_repeat_ngram"),
+        ),
+        (
+            GenerationConfig(top_k=5, temperature=0.7, repetition_penalty=1.3),
+            ("repetition_penalty", "temperature", "top_k"),
+        ),
+        (GenerationConfig(top_k=5, temperature=0.7, samplers=("top_k", "temperature")), ("top_k", "temperature")),
+        (GenerationConfig(), ()),  # temperature 1 and nothing else set: no stage at all
+    ],
+)
 def test_config_chain_stages(config, names):
     assert tuple(stage.name for stage in config.chain().stages) == names
 

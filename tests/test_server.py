@@ -50,8 +50,11 @@ def test_next_sends_the_raw_logits_and_the_chain_distribution(http, bundled):
     assert [c["id"] for c in after] == [c.id for c in expected.top(5)]
     top5 = expected.probs.topk(5).values
     assert [c["prob"] for c in after] == pytest.approx((top5 / top5.sum()).tolist(), abs=1e-6)
-    assert [t["id"] for t in body["prompt"]["tokens"]] == body["prompt"]["ids"] == bundled.tokenizer.encode(
-        "The capital of France is")
+    assert (
+        [t["id"] for t in body["prompt"]["tokens"]]
+        == body["prompt"]["ids"]
+        == bundled.tokenizer.encode("The capital of France is")
+    )
 
 
 def test_session_step_append_undo_generate(http, server, bundled):
@@ -63,8 +66,9 @@ def test_session_step_append_undo_generate(http, server, bundled):
     assert forced["step"]["forced"] and forced["state"]["steps"][-1]["id"] == 42
     undone = http.post(f"/api/sessions/{sid}/undo", json={"count": 1}, headers=owner).json()
     assert [s["id"] for s in undone["removed"]] == [42] and len(undone["state"]["steps"]) == 1
-    ran = http.post(f"/api/sessions/{sid}/generate",
-                    json={"count": 6, "config": {"temperature": 0.7, "top_p": 0.9}}, headers=owner).json()
+    ran = http.post(
+        f"/api/sessions/{sid}/generate", json={"count": 6, "config": {"temperature": 0.7, "top_p": 0.9}}, headers=owner
+    ).json()
     assert len(ran["steps"]) <= 6 and len(ran["state"]["steps"]) == 1 + len(ran["steps"])
     if len(ran["steps"]) < 6:
         assert ran["state"]["stop_reason"] is not None
@@ -82,38 +86,67 @@ def test_trace_stream_sends_every_step_then_the_result(http, bundled):
         events = sse_events(reply.iter_lines())
     expected = bundled.generate("Once upon a time", max_new_tokens=6, seed=2, temperature=0.9)
     assert [data for name, data in events if name == "step"] == json.loads(
-        json.dumps([step.to_dict() for step in expected.steps]))
+        json.dumps([step.to_dict() for step in expected.steps])
+    )
     assert events[-1][0] == "result" and events[-1][1]["text"] == expected.text
 
 
-@pytest.mark.parametrize("path, body, status, says", [
-    ("/v1/chat/completions", b"{not json", 400, "not valid JSON"),
-    ("/v1/chat/completions", {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "x"}],
-                              "top_p": 1.5}, 400, "top_p"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "max_tokens": 10**9}, 400, "max_tokens"),
-    ("/v1/completions", {"model": "no-such-model", "prompt": "x"}, 404, "no-such-model"),
-    ("/v1/chat/completions", {"model": "SmolLM2-135M-Instruct", "messages": []}, 400, "messages"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": ""}, 400, "prompt is empty"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "temperature": "hot"}, 400, "temperature"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "logit_bias": {"a": 1}}, 400, "logit_bias"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "top-k": 3}, 400, "top-k"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x " * 9000}, 400, "8192"),
-    ("/api/next", {"prompt": "x", "config": {"top_p": 1.5}}, 400, "top_p"),
-    ("/api/sessions", {"prompt": ""}, 400, "prompt is empty"),
-    ("/api/sessions/nope/step", {}, 404, "no session"),
-    ("/v1/nothing", {}, 404, "no such endpoint"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": [999999]}, 400, "outside the vocabulary"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": 123}, 400, "prompt: expected str or"),
-    ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "stream": True,
-                         "logit_bias": {"999999": 1}}, 400, "999999"),
-    ("/v1/chat/completions", {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "should be 'text'"),
-    ("/v1/completions", [1, 2], 400, "must be a JSON object"),
-    ("/api/sessions", {"prompt": [999999]}, 400, "outside the vocabulary"),
-    ("/api/next", {"prompt": "x", "config": {"logit_bias": {"a": 1}}}, 400, "logit_bias keys must be token ids"),
-    ("/api/next", {"prompt": "x", "config": {"stop": 5}}, 400, "stop must be a list"),
-    ("/api/trace", {"prompt": "x", "config": {"logit_bias": {"999999": 1}}}, 400, "999999"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, says",
+    [
+        ("/v1/chat/completions", b"{not json", 400, "not valid JSON"),
+        (
+            "/v1/chat/completions",
+            {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "x"}], "top_p": 1.5},
+            400,
+            "top_p",
+        ),
+        ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "max_tokens": 10**9}, 400, "max_tokens"),
+        ("/v1/completions", {"model": "no-such-model", "prompt": "x"}, 404, "no-such-model"),
+        ("/v1/chat/completions", {"model": "SmolLM2-135M-Instruct", "messages": []}, 400, "messages"),
+        ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": ""}, 400, "prompt is empty"),
+        (
+            "/v1/completions",
+            {"model": "SmolLM2-135M-Instruct", "prompt": "x", "temperature": "hot"},
+            400,
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            {"model": "SmolLM2-135M-Instruct", "prompt": "x", "logit_bias": {"a": 1}},
+            400,
+            "logit_bias",
+        ),
+        ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x", "top-k": 3}, 400, "top-k"),
+        ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": "x " * 9000}, 400, "8192"),
+        ("/api/next", {"prompt": "x", "config": {"top_p": 1.5}}, 400, "top_p"),
+        ("/api/sessions", {"prompt": ""}, 400, "prompt is empty"),
+        ("/api/sessions/nope/step", {}, 404, "no session"),
+        ("/v1/nothing", {}, 404, "no such endpoint"),
+        ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": [999999]}, 400, "outside the vocabulary"),
+        ("/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": 123}, 400, "prompt: expected str or"),
+        (
+            "/v1/completions",
+            {"model": "SmolLM2-135M-Instruct", "prompt": "x", "stream": True, "logit_bias": {"999999": 1}},
+            400,
+            "999999",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "SmolLM2-135M-Instruct",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            },
+            400,
+            "should be 'text'",
+        ),
+        ("/v1/completions", [1, 2], 400, "must be a JSON object"),
+        ("/api/sessions", {"prompt": [999999]}, 400, "outside the vocabulary"),
+        ("/api/next", {"prompt": "x", "config": {"logit_bias": {"a": 1}}}, 400, "logit_bias keys must be token ids"),
+        ("/api/next", {"prompt": "x", "config": {"stop": 5}}, 400, "stop must be a list"),
+        ("/api/trace", {"prompt": "x", "config": {"logit_bias": {"999999": 1}}}, 400, "999999"),
+    ],
+)
 def test_bad_requests_get_one_clear_openai_style_error(http, path, body, status, says):
     if isinstance(body, bytes):
         reply = http.post(path, content=body, headers={"content-type": "application/json"})
@@ -209,7 +242,11 @@ def test_completion_text_offsets_index_the_text_even_inside_korean_characters(ht
 
 
 def test_completions_default_to_16_tokens(http, bundled):
-    body = {"model": bundled.name, "prompt": "Once upon a time", "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
+    body = {
+        "model": bundled.name,
+        "prompt": "Once upon a time",
+        "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
+    }
     assert http.post("/v1/completions", json=body).json()["usage"]["completion_tokens"] == 16
 
 
@@ -220,8 +257,12 @@ def wait_until_idle(stats, timeout: float = 15) -> None:
 
 
 def test_a_client_that_leaves_a_non_streaming_request_cancels_it(bundled):
-    body = {"model": bundled.name, "prompt": "Count: 1, 2, 3,", "max_tokens": 4000,
-            "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
+    body = {
+        "model": bundled.name,
+        "prompt": "Count: 1, 2, 3,",
+        "max_tokens": 4000,
+        "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
+    }
     with live_server(bundled) as running:
         stats = running.state.runner.stats
         with pytest.raises(httpx.ReadTimeout):
@@ -234,8 +275,13 @@ def test_a_client_that_leaves_a_non_streaming_request_cancels_it(bundled):
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(bundled):
-    body = {"model": bundled.name, "prompt": "Count: 1, 2, 3,", "max_tokens": 4000, "stream": True,
-            "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
+    body = {
+        "model": bundled.name,
+        "prompt": "Count: 1, 2, 3,",
+        "max_tokens": 4000,
+        "stream": True,
+        "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
+    }
     with live_server(bundled) as running:
         stats = running.state.runner.stats
         with httpx.Client(base_url=running.url, timeout=60) as client:
@@ -272,11 +318,26 @@ def test_decodelab_serve_command_answers_on_loopback(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "decodelab", "serve", "--port", str(port), "--max-queue", "2",
-               "--max-batch-tokens", "5000"]
+    command = [
+        sys.executable,
+        "-m",
+        "decodelab",
+        "serve",
+        "--port",
+        str(port),
+        "--max-queue",
+        "2",
+        "--max-batch-tokens",
+        "5000",
+    ]
     key = {"authorization": "Bearer sesame"}  # from the environment: a key on the command line shows in `ps`
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "DECODELAB_API_KEY": "sesame"})
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "DECODELAB_API_KEY": "sesame"},
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -297,13 +358,18 @@ def test_decodelab_serve_command_answers_on_loopback(tmp_path):
 
 
 def test_serve_with_a_bad_port_is_one_line():
-    run = subprocess.run([sys.executable, "-m", "decodelab", "serve", "--port", "70000"], capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "decodelab", "serve", "--port", "70000"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "65535" in run.stderr
 
 
 def test_serve_with_a_missing_model_is_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "decodelab", "serve", "--model", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "decodelab", "serve", "--model", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "nope" in run.stderr

@@ -35,7 +35,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, negative_data_rejection, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from decodelab.server import create_app
@@ -64,11 +67,13 @@ SESSION_PROMPT = {"prompt": "Once upon a time", "config": {"seed": 0}}
 OPENAPI = create_app(None).openapi()
 schema = schemathesis.openapi.from_dict(
     copy.deepcopy(OPENAPI),
-    config=schemathesis.Config.from_dict({
-        "seed": 20240601,
-        "max-stream-events": 1000,  # read whole streams: the KV budget keeps them short
-        "output": {"sanitization": {"enabled": False}},  # `max_tokens` is not a secret
-    }),
+    config=schemathesis.Config.from_dict(
+        {
+            "seed": 20240601,
+            "max-stream-events": 1000,  # read whole streams: the KV budget keeps them short
+            "output": {"sanitization": {"enabled": False}},  # `max_tokens` is not a secret
+        }
+    ),
 )
 
 
@@ -98,8 +103,9 @@ def _json(text: str, what: str):
 def _check_error_shape(document, status: int) -> None:
     assert isinstance(document, dict) and set(document) == {"error"}, f"{status} body is not {{'error': ...}}"
     error = document["error"]
-    assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, \
+    assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, (
         f"{status} error has fields {sorted(error) if isinstance(error, dict) else error!r}"
+    )
     assert isinstance(error["message"], str) and error["message"].strip(), f"{status} error has no message"
     assert "\n" not in error["message"], f"{status} error message is more than one line: {error['message']!r}"
     assert isinstance(error["type"], str) and error["type"], f"{status} error has no type"
@@ -122,8 +128,9 @@ def answers_like_decodelab(ctx, response, case) -> None:
             assert case.path in STREAMING_ROUTES, f"{case.path} answered an event stream"
             for frame in _stream_frames(response.text):
                 error = frame.get("error") if isinstance(frame, dict) else None
-                assert not (isinstance(error, dict) and error.get("type") == "server_error"), \
+                assert not (isinstance(error, dict) and error.get("type") == "server_error"), (
                     f"the 200 stream failed on the server: {frame}"
+                )
         else:
             assert content_type.startswith("application/json"), f"{status} with Content-Type {content_type!r}"
             _json(response.text, f"the {status} body")
@@ -134,8 +141,14 @@ def answers_like_decodelab(ctx, response, case) -> None:
         assert response.headers.get("retry-after"), "a 429 without Retry-After"
 
 
-CHECKS = [not_a_server_error, answers_like_decodelab, response_schema_conformance, status_code_conformance,
-          content_type_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    answers_like_decodelab,
+    response_schema_conformance,
+    status_code_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+]
 
 
 class OwnedSession:
@@ -161,8 +174,11 @@ class OwnedSession:
             return
         state = response.json().get("state", response.json())  # GET answers the state itself
         if state.get("steps"):
-            undone = self.http.post(f"/api/sessions/{self.id}/undo", json={"count": len(state["steps"])},
-                                    headers={SECRET_HEADER: self.secret})
+            undone = self.http.post(
+                f"/api/sessions/{self.id}/undo",
+                json={"count": len(state["steps"])},
+                headers={SECRET_HEADER: self.secret},
+            )
             assert undone.status_code == 200, undone.text
 
 
@@ -172,9 +188,14 @@ def owned_session(http):
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: the failing request is shown
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: the failing request is shown
+    suppress_health_check=list(HealthCheck),
+)
 def test_no_request_makes_the_server_fail(case, fuzzed_server, http, owned_session):
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("model"), str):

@@ -30,8 +30,14 @@ def chat(**fields) -> dict:
 HOSTILE = [
     # text that is not Unicode: a lone surrogate anywhere a string goes
     ("POST", "/v1/completions", raw(f'{{"model": "{M}", "prompt": "\\ud800"}}'), {}, 400, "lone UTF-16 surrogate"),
-    ("POST", "/v1/chat/completions",
-     raw(f'{{"model": "{M}", "messages": [{{"role": "user", "content": "a\\udc00"}}]}}'), {}, 400, "messages.0.content"),
+    (
+        "POST",
+        "/v1/chat/completions",
+        raw(f'{{"model": "{M}", "messages": [{{"role": "user", "content": "a\\udc00"}}]}}'),
+        {},
+        400,
+        "messages.0.content",
+    ),
     ("POST", "/v1/completions", raw(f'{{"model": "{M}", "prompt": "x", "stop": ["\\ud83d"]}}'), {}, 400, "stop.0"),
     ("POST", "/api/tokenize", raw('{"prompt": "\\ud800"}'), {}, 400, "lone UTF-16 surrogate"),
     ("POST", "/api/trace", raw('{"prompt": "x\\ud800"}'), {}, 400, "prompt"),
@@ -43,10 +49,22 @@ HOSTILE = [
     ("POST", "/v1/completions", completion(logit_bias={HUGE: 1}), {}, 400, "token id"),
     ("POST", "/v1/completions", completion(logit_bias={"²": 1}), {}, 400, "token id"),
     ("POST", "/v1/completions", completion(logit_bias={"-5": 1}), {}, 400, "token id"),
-    ("POST", "/v1/completions", raw(f'{{"model": "{M}", "prompt": "x", "logit_bias": {{"5": NaN}}}}'), {}, 400,
-     "logit_bias"),
-    ("POST", "/v1/completions", raw(f'{{"model": "{M}", "prompt": "x", "temperature": Infinity}}'), {}, 400,
-     "temperature"),
+    (
+        "POST",
+        "/v1/completions",
+        raw(f'{{"model": "{M}", "prompt": "x", "logit_bias": {{"5": NaN}}}}'),
+        {},
+        400,
+        "logit_bias",
+    ),
+    (
+        "POST",
+        "/v1/completions",
+        raw(f'{{"model": "{M}", "prompt": "x", "temperature": Infinity}}'),
+        {},
+        400,
+        "temperature",
+    ),
     ("POST", "/v1/completions", completion(n=10**30), {}, 400, "n"),
     ("POST", "/v1/completions", completion(max_tokens=-1), {}, 400, "max_tokens"),
     ("POST", "/v1/completions", completion(seed=2**70), {}, 400, "seed"),
@@ -63,8 +81,14 @@ HOSTILE = [
     ("POST", "/api/trace", {"prompt": "x", "config": {"ban": list(range(49152))}}, {}, 400, "removed every token"),
     ("POST", "/v1/completions", completion(temperature=1e-40), {}, 400, "temperature"),
     ("POST", "/v1/completions", completion(repetition_penalty=5e-324), {}, 400, "repetition_penalty"),
-    ("POST", "/api/trace", {"prompt": "x", "config": {"logit_bias": {"28": 1e39, "29": 1e39}}}, {}, 400,
-     "logit_bias must map token ids"),
+    (
+        "POST",
+        "/api/trace",
+        {"prompt": "x", "config": {"logit_bias": {"28": 1e39, "29": 1e39}}},
+        {},
+        400,
+        "logit_bias must map token ids",
+    ),
     ("POST", "/api/sessions/{sid}/append", {"token_id": 10**30}, {}, 400, "token"),
     ("POST", "/api/sessions/{sid}/append", {"token_id": -1}, {}, 400, "token"),
     ("POST", "/api/sessions/{sid}/undo", {"count": 10**9}, {}, 400, "undo"),
@@ -80,13 +104,25 @@ HOSTILE = [
     ("POST", "/v1/chat/completions", chat(messages=[{"role": "user", "content": 5}]), {}, 400, "content"),
     ("POST", "/api/next", {"prompt": None, "messages": []}, {}, 400, "messages is empty"),
     ("POST", "/v1/completions", NESTED, {}, 400, "nests JSON too deeply"),
-    ("POST", "/v1/completions", json.dumps(completion()).encode(), {"content-type": "text/plain"}, 400,
-     "Content-Type: application/json"),
+    (
+        "POST",
+        "/v1/completions",
+        json.dumps(completion()).encode(),
+        {"content-type": "text/plain"},
+        400,
+        "Content-Type: application/json",
+    ),
     ("GET", "/v1/completions", None, {}, 405, "Method Not Allowed"),
     ("POST", "/api/sessions/nope/step", {}, {}, 404, "no session"),
     # more than the server allows: memory is priced before anything is allocated
-    ("POST", "/api/compare", {"prompt": "The capital of France is", "strategies": "beam:2000", "max_new_tokens": 3},
-     {}, 400, "at most 16 beams"),
+    (
+        "POST",
+        "/api/compare",
+        {"prompt": "The capital of France is", "strategies": "beam:2000", "max_new_tokens": 3},
+        {},
+        400,
+        "at most 16 beams",
+    ),
     ("POST", "/api/compare", {"prompt": "x", "strategies": "; ".join(["greedy"] * 20)}, {}, 400, "at most 8"),
     ("POST", "/api/beam", {"prompt": "x", "num_beams": 2000}, {}, 400, "at most 16 beams"),
     ("POST", "/v1/completions", completion(n=16, max_tokens=8000), {}, 400, "KV-cache tokens"),
@@ -128,10 +164,14 @@ def send(http: httpx.Client, method: str, path: str, body, headers: dict, sessio
     return http.request(method, path.format(sid=sid), json=body, headers=headers)
 
 
-@pytest.mark.parametrize("method, path, body, headers, status, says", HOSTILE,
-                         ids=[f"{i}-{case[0]} {case[1]}" for i, case in enumerate(HOSTILE)])
-def test_a_hostile_request_is_one_clear_4xx_and_the_server_keeps_serving(http, owned_session, method, path, body,
-                                                                          headers, status, says):
+@pytest.mark.parametrize(
+    "method, path, body, headers, status, says",
+    HOSTILE,
+    ids=[f"{i}-{case[0]} {case[1]}" for i, case in enumerate(HOSTILE)],
+)
+def test_a_hostile_request_is_one_clear_4xx_and_the_server_keeps_serving(
+    http, owned_session, method, path, body, headers, status, says
+):
     reply = send(http, method, path, body, headers, owned_session)
     assert reply.status_code == status, reply.text[:300]
     error = reply.json()["error"]
@@ -150,8 +190,13 @@ def test_busy_answers_carry_retry_after(bundled):
     from live_server import live_server
 
     with live_server(bundled, max_queue=1) as running, httpx.Client(base_url=running.url, timeout=60) as client:
-        body = {"model": M, "prompt": "Count: 1, 2,", "max_tokens": 200, "stream": True,
-                "logit_bias": {str(i): -100 for i in bundled.stop_ids()}}
+        body = {
+            "model": M,
+            "prompt": "Count: 1, 2,",
+            "max_tokens": 200,
+            "stream": True,
+            "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
+        }
         with client.stream("POST", "/v1/completions", json=body) as holding:
             lines = holding.iter_lines()  # kept: a dropped iterator would close the stream
             next(lines)  # the one slot is taken

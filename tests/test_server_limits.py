@@ -53,8 +53,10 @@ def test_idle_sessions_expire(bundled):
 
 
 def test_sessions_share_a_kv_budget(bundled):
-    with live_server(bundled, max_session_tokens=40) as running, \
-            httpx.Client(base_url=running.url, timeout=60) as client:
+    with (
+        live_server(bundled, max_session_tokens=40) as running,
+        httpx.Client(base_url=running.url, timeout=60) as client,
+    ):
         too_long = client.post("/api/sessions", json={"prompt": "word " * 60})
         assert too_long.status_code == 400 and "--max-session-tokens" in too_long.json()["error"]["message"]
         sid, owner = start_session(client, "word " * 30)
@@ -81,8 +83,10 @@ def test_slow_clients_are_cut_off(bundled):
         assert reply.startswith(b"HTTP/1.1 408") and b"headers did not arrive" in reply
         # Whole headers, a tenth of the body, then nothing.
         with socket.create_connection(("127.0.0.1", running.port)) as slow:
-            slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{\"model\": ")
+            slow.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"model": '
+            )
             reply = read_reply(slow, time.monotonic() + 60)
         assert b" 408 " in reply.split(b"\r\n")[0] and b"body did not arrive" in reply
         assert httpx.get(running.url + "/v1/models").status_code == 200
@@ -91,8 +95,9 @@ def test_slow_clients_are_cut_off(bundled):
 def test_the_key_is_checked_before_the_body_and_may_be_any_text(bundled):
     key = "비밀-열쇠"
     with live_server(bundled, api_key=key) as running:
-        anonymous = httpx.post(running.url + "/v1/completions", content=b"{not json",
-                               headers={"content-type": "application/json"})
+        anonymous = httpx.post(
+            running.url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert anonymous.status_code == 401  # not a 400 about the body: nobody parses it for a stranger
         oversized = httpx.post(running.url + "/v1/completions", content=b"x" * (5 * 2**20))
         assert oversized.status_code == 401
@@ -111,6 +116,7 @@ def test_an_internal_fault_is_a_generic_500_with_the_details_in_the_log(bundled,
     from decodelab.errors import DecodelabError
 
     with live_server(bundled) as running:
+
         def fails() -> None:  # a route with a bug in it: not the user's doing
             raise DecodelabError("the cache at /secret/path is corrupt")
 
@@ -154,8 +160,9 @@ def test_memory_stays_bounded_under_requests_that_ask_for_too_much(bundled):
         print(f"{tokens}-token session: +{grown / 2**20:.0f} MiB RSS, KV cache {tokens * per_token / 2**20:.0f} MiB")
         assert grown < tokens * per_token + 150 * 2**20
         started = time.monotonic()
-        refused = client.post("/api/compare", json={"prompt": "The capital of France is", "strategies": "beam:2000",
-                                                    "max_new_tokens": 3})
+        refused = client.post(
+            "/api/compare", json={"prompt": "The capital of France is", "strategies": "beam:2000", "max_new_tokens": 3}
+        )
         elapsed = time.monotonic() - started
         print(f"beam:2000 compare refused in {elapsed * 1000:.0f} ms")
         assert refused.status_code == 400 and elapsed < 5  # a bound a loaded machine keeps; it takes ~10 ms

@@ -20,8 +20,9 @@ def test_models_lists_the_served_model(client, bundled):
 
 
 def test_greedy_chat_equals_the_engine_with_logprobs_from_its_steps(client, bundled):
-    reply = client.chat.completions.create(model=bundled.name, messages=CHAT, temperature=0, max_tokens=24,
-                                           logprobs=True, top_logprobs=3)
+    reply = client.chat.completions.create(
+        model=bundled.name, messages=CHAT, temperature=0, max_tokens=24, logprobs=True, top_logprobs=3
+    )
     result = bundled.generate(CHAT, chat=True, greedy=True, max_new_tokens=24, top_n=3)
     choice = reply.choices[0]
     assert choice.message.content == result.text
@@ -39,8 +40,9 @@ def test_greedy_chat_equals_the_engine_with_logprobs_from_its_steps(client, bund
 
 def test_completion_logprobs_equal_the_steps(client, bundled):
     prompt = "The capital of France is"
-    reply = client.completions.create(model=bundled.name, prompt=prompt, max_tokens=10, temperature=0.8, top_p=0.9,
-                                      seed=11, logprobs=4)
+    reply = client.completions.create(
+        model=bundled.name, prompt=prompt, max_tokens=10, temperature=0.8, top_p=0.9, seed=11, logprobs=4
+    )
     result = bundled.generate(prompt, temperature=0.8, top_p=0.9, seed=11, max_new_tokens=10, top_n=4)
     choice = reply.choices[0]
     assert choice.text == result.text
@@ -76,13 +78,22 @@ def test_streamed_korean_completion_never_splits_a_character(client, bundled):
     ask = dict(model=bundled.name, prompt="안녕하세요, 저는", temperature=0, max_tokens=24)
     pieces = [chunk.choices[0].text for chunk in client.completions.create(stream=True, **ask)]
     assert all("\ufffd" not in piece for piece in pieces)
-    assert "".join(pieces) == client.completions.create(**ask).choices[0].text == bundled.generate(
-        ask["prompt"], greedy=True, max_new_tokens=24).text
+    assert (
+        "".join(pieces)
+        == client.completions.create(**ask).choices[0].text
+        == bundled.generate(ask["prompt"], greedy=True, max_new_tokens=24).text
+    )
 
 
 def test_stop_strings_and_extra_samplers(client, bundled):
-    reply = client.completions.create(model=bundled.name, prompt="1, 2, 3, 4,", max_tokens=20, temperature=0,
-                                      stop=[" 7"], extra_body={"top_k": 5, "repetition_penalty": 1.0})
+    reply = client.completions.create(
+        model=bundled.name,
+        prompt="1, 2, 3, 4,",
+        max_tokens=20,
+        temperature=0,
+        stop=[" 7"],
+        extra_body={"top_k": 5, "repetition_penalty": 1.0},
+    )
     expected = bundled.generate("1, 2, 3, 4,", greedy=True, max_new_tokens=20, stop=(" 7",))
     assert reply.choices[0].text == expected.text
     assert " 7" not in reply.choices[0].text
@@ -92,8 +103,13 @@ def test_stop_strings_and_extra_samplers(client, bundled):
 def test_logit_bias_bans_a_token(client, bundled):
     prompt = "The capital of France is"
     banned = bundled.generate(prompt, greedy=True, max_new_tokens=1).token_ids[0]
-    reply = client.completions.create(model=bundled.name, prompt=prompt, max_tokens=4, temperature=0,
-                                      logit_bias={str(banned): -100}, logprobs=1)
-    assert banned not in [bundled.tokenizer.encode(t, add_special_tokens=False)[0] for t in reply.choices[0].logprobs.tokens[:1]]
-    assert reply.choices[0].text == bundled.generate(prompt, greedy=True, max_new_tokens=4,
-                                                     logit_bias={banned: -100.0}).text
+    reply = client.completions.create(
+        model=bundled.name, prompt=prompt, max_tokens=4, temperature=0, logit_bias={str(banned): -100}, logprobs=1
+    )
+    assert banned not in [
+        bundled.tokenizer.encode(t, add_special_tokens=False)[0] for t in reply.choices[0].logprobs.tokens[:1]
+    ]
+    assert (
+        reply.choices[0].text
+        == bundled.generate(prompt, greedy=True, max_new_tokens=4, logit_bias={banned: -100.0}).text
+    )

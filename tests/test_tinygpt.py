@@ -88,7 +88,7 @@ def test_engine_greedy_equals_a_plain_argmax_loop(lm, model):
         for _ in range(24):
             ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))  # full forward each time, no cache
     result = lm.generate(prompt, greedy=True, max_new_tokens=24)
-    assert result.token_ids == ids[len(prompt):]
+    assert result.token_ids == ids[len(prompt) :]
 
 
 def test_generation_stops_when_the_context_is_full(lm):
@@ -151,8 +151,10 @@ def test_the_server_serves_a_tiny_gpt(lm):
     from decodelab.server import create_app
 
     with TestClient(create_app(lm), base_url="http://localhost") as api:
-        reply = api.post("/v1/completions", json={"model": lm.name, "prompt": "The ", "max_tokens": 5,
-                                                  "temperature": 0, "logprobs": 2})
+        reply = api.post(
+            "/v1/completions",
+            json={"model": lm.name, "prompt": "The ", "max_tokens": 5, "temperature": 0, "logprobs": 2},
+        )
     assert reply.status_code == 200, reply.text
     choice = reply.json()["choices"][0]
     assert choice["text"] == lm.generate("The ", greedy=True, max_new_tokens=5).text

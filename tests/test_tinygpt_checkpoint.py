@@ -39,7 +39,10 @@ def add_users_files(directory: Path) -> None:
 
 def assert_users_files_kept(directory: Path) -> None:
     assert (directory / "NOTES.md").read_text() == "notes\n"
-    assert sorted(path.name for path in (directory / "pictures").iterdir()) == ["attention-layer-0.png", "embeddings.png"]
+    assert sorted(path.name for path in (directory / "pictures").iterdir()) == [
+        "attention-layer-0.png",
+        "embeddings.png",
+    ]
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -64,15 +67,23 @@ def test_resume_overwrite_and_save_model_keep_the_users_other_files(corpus, tmp_
     assert same_weights(model, checkpoint)
     assert not (checkpoint / "training.json").exists()  # the old run's state does not belong to these weights
     assert sorted(path.name for path in checkpoint.iterdir()) == [
-        "NOTES.md", "config.json", "model.safetensors", "pictures", "tokenizer.json"]
+        "NOTES.md",
+        "config.json",
+        "model.safetensors",
+        "pictures",
+        "tokenizer.json",
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc (Linux)")
 def test_every_saved_file_and_the_directory_are_fsynced(tmp_path, monkeypatch):
     synced: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda descriptor: synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
-                        or real_fsync(descriptor))
+    monkeypatch.setattr(
+        os,
+        "fsync",
+        lambda descriptor: synced.append(os.readlink(f"/proc/self/fd/{descriptor}")) or real_fsync(descriptor),
+    )
     target = save_model(TinyGPT(SHAPE), tmp_path / "CK")
     names = {Path(path).name for path in synced}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= names  # each file, in the staging directory
@@ -151,7 +162,9 @@ def test_truncated_weights_are_one_clear_error(tmp_path, capsys):
     assert error.count("\n") == 1 and str(weights_file) in error
 
 
-@pytest.mark.parametrize(("name", "damage"), [("training.safetensors", b"\x00" * 40), ("training.json", b'{"step": 2,')])
+@pytest.mark.parametrize(
+    ("name", "damage"), [("training.safetensors", b"\x00" * 40), ("training.json", b'{"step": 2,')]
+)
 def test_damaged_training_state_is_one_clear_error_on_resume(corpus, tmp_path, capsys, name, damage):
     checkpoint = tmp_path / "CK"
     train(checkpoint, corpus, SHAPE, QUICK, progress=False)

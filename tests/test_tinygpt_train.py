@@ -40,7 +40,9 @@ def corpus(tmp_path_factory) -> Path:
 def test_a_few_dozen_steps_lower_the_loss(corpus, tmp_path):
     torch.manual_seed(QUICK.seed)
     untrained = evaluate(TinyGPT(SHAPE), read_corpus(corpus).split(SHAPE.block_size)[1], 8)[0]  # the same start
-    result = train(tmp_path / "run", corpus, SHAPE, QUICK, steps=40, learning_rate=3e-3, eval_interval=15, progress=False)
+    result = train(
+        tmp_path / "run", corpus, SHAPE, QUICK, steps=40, learning_rate=3e-3, eval_interval=15, progress=False
+    )
     assert not result.interrupted and result.step == 40
     assert untrained > 5.0  # about ln 256 = 5.55 nats: a uniform guess over the bytes
     assert result.val_loss < untrained - 1.5
@@ -122,7 +124,10 @@ def test_a_corpus_too_short_for_the_block_says_how_long_it_must_be(tmp_path):
     with pytest.raises(BadInput, match="too few for blocks of 32 .* give at least 321 bytes or a smaller --block-size"):
         train(tmp_path / "out", path, SHAPE, QUICK, progress=False)
     for block_size, needed in ((32, 321), (128, 1281)):  # the least that works: one byte less does not
-        assert [len(part) for part in Corpus("c", "x" * needed).split(block_size)] == [needed - block_size - 1, block_size + 1]
+        assert [len(part) for part in Corpus("c", "x" * needed).split(block_size)] == [
+            needed - block_size - 1,
+            block_size + 1,
+        ]
         with pytest.raises(BadInput, match=f"has {needed - 1} bytes, too few .* give at least {needed} bytes"):
             Corpus("c", "x" * (needed - 1)).split(block_size)
 
@@ -130,13 +135,15 @@ def test_a_corpus_too_short_for_the_block_says_how_long_it_must_be(tmp_path):
 def test_the_default_corpus_is_pydoc_text():
     corpus = read_corpus(None)
     assert corpus.name == DEFAULT_CORPUS and len(corpus.text) > 100_000
-    assert "The \"if\" statement" in corpus.text or "if_stmt" in corpus.text
+    assert 'The "if" statement' in corpus.text or "if_stmt" in corpus.text
     assert character_count(torch.tensor(list("한국 ok".encode()))) == 5  # bytes starting a character
 
 
 def test_out_must_be_new_or_a_checkpoint(corpus, tmp_path):
     train(tmp_path / "run", corpus, SHAPE, QUICK, steps=2, progress=False)
-    with pytest.raises(BadInput, match="already holds a tiny-GPT checkpoint: pass --resume to continue it, --overwrite"):
+    with pytest.raises(
+        BadInput, match="already holds a tiny-GPT checkpoint: pass --resume to continue it, --overwrite"
+    ):
         train(tmp_path / "run", corpus, SHAPE, QUICK, progress=False)
     assert train(tmp_path / "run", corpus, SHAPE, QUICK, steps=3, overwrite=True, progress=False).step == 3
     (tmp_path / "notes").mkdir()
@@ -188,8 +195,24 @@ def test_progress_bar_redraws_on_a_terminal_and_prints_lines_otherwise():
 def test_cli_train_generate_next_and_inspect(corpus, tmp_path, capsys):
     out = tmp_path / "cli-run"
     shape = ["--layers", "1", "--heads", "2", "--dim", "16", "--block-size", "16", "--batch-size", "4"]
-    assert main(["tiny", "train", "--corpus", str(corpus), "--out", str(out), "--steps", "6", "--eval-interval", "3",
-                 *shape]) == 0
+    assert (
+        main(
+            [
+                "tiny",
+                "train",
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(out),
+                "--steps",
+                "6",
+                "--eval-interval",
+                "3",
+                *shape,
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "step 6: validation loss" in captured.out and "nats/char" in captured.out
     assert "tok/s" in captured.err
@@ -198,14 +221,20 @@ def test_cli_train_generate_next_and_inspect(corpus, tmp_path, capsys):
     assert main(["tiny", "train", "--out", str(out), "--resume", "--steps", "9", "--layers", "2"]) == 1
     assert "leave out --layers" in capsys.readouterr().err
 
-    assert main(["tiny", "generate", "--checkpoint", str(out), "Hello", "--greedy", "--max-new-tokens", "5", "--json"]) == 0
+    assert (
+        main(["tiny", "generate", "--checkpoint", str(out), "Hello", "--greedy", "--max-new-tokens", "5", "--json"])
+        == 0
+    )
     final = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert len(final["token_ids"]) == 5
     assert main(["next", "Hello", "--model", str(out), "--top", "3"]) == 0
     assert "rank" in capsys.readouterr().out
 
     assert main(["tiny", "inspect", "--checkpoint", str(out), "Hello", "--out", str(tmp_path / "pictures")]) == 0
-    assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["attention-layer-0.png", "embeddings.png"]
+    assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == [
+        "attention-layer-0.png",
+        "embeddings.png",
+    ]
 
 
 def test_cli_bad_corpus_is_one_line(tmp_path, capsys):
@@ -217,9 +246,31 @@ def test_cli_bad_corpus_is_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_ctrl_c_on_the_command_line_saves_and_exits_130(corpus, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "decodelab", "tiny", "train", "--corpus", str(corpus), "--out", str(out),
-               "--steps", "100000", "--layers", "1", "--dim", "16", "--heads", "2", "--block-size", "16",
-               "--batch-size", "4", "--eval-interval", "100000"]
+    command = [
+        sys.executable,
+        "-m",
+        "decodelab",
+        "tiny",
+        "train",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--steps",
+        "100000",
+        "--layers",
+        "1",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--eval-interval",
+        "100000",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in process.stderr:
         if line.startswith("training "):  # the header: Ctrl-C now stops after a step and saves
@@ -254,7 +305,9 @@ def test_inspect_into_a_file_is_one_line(tmp_path, capsys):
     assert main(["tiny", "inspect", "--checkpoint", str(checkpoint), "ab", "--out", str(tmp_path / "x.txt")]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{str(tmp_path / 'x.txt')!r} is a file: give a directory" in error
-    assert main(["tiny", "inspect", "--checkpoint", str(checkpoint), "ab", "--out", str(tmp_path / "x.txt" / "sub")]) == 1
+    assert (
+        main(["tiny", "inspect", "--checkpoint", str(checkpoint), "ab", "--out", str(tmp_path / "x.txt" / "sub")]) == 1
+    )
     assert f"cannot write the pictures into {str(tmp_path / 'x.txt' / 'sub')!r}" in capsys.readouterr().err
 
 
@@ -265,10 +318,15 @@ def test_resume_raising_steps_is_a_warm_restart_unless_lr_decay_steps_keeps_the_
         train(tmp_path / name, corpus, SHAPE, QUICK, steps=6, progress=False)  # the cosine ends at step 6
     assert main(["tiny", "train", "--out", str(tmp_path / "stretched"), "--resume", "--steps", "12"]) == 0
     note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert note == [f"note: the learning-rate cosine now ends at step 12, not 6, so step 7 runs at "
-                    f"{learning_rate_at(7, QUICK):.3g} instead of {QUICK.min_learning_rate:.3g} (a warm restart): "
-                    "pass --lr-decay-steps 6 to keep the old schedule"]
-    assert main(["tiny", "train", "--out", str(tmp_path / "kept"), "--resume", "--steps", "12", "--lr-decay-steps", "6"]) == 0
+    assert note == [
+        f"note: the learning-rate cosine now ends at step 12, not 6, so step 7 runs at "
+        f"{learning_rate_at(7, QUICK):.3g} instead of {QUICK.min_learning_rate:.3g} (a warm restart): "
+        "pass --lr-decay-steps 6 to keep the old schedule"
+    ]
+    assert (
+        main(["tiny", "train", "--out", str(tmp_path / "kept"), "--resume", "--steps", "12", "--lr-decay-steps", "6"])
+        == 0
+    )
     assert "note:" not in capsys.readouterr().err
     for name, last_rate in (("stretched", learning_rate_at(12, QUICK)), ("kept", QUICK.min_learning_rate)):
         state = json.loads((tmp_path / name / "training.json").read_text())
@@ -289,7 +347,10 @@ def test_a_relative_corpus_resumes_from_another_directory(corpus, tmp_path, monk
     assert main(["tiny", "train", "--out", str(tmp_path / "run"), "--resume", "--steps", "4"]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "c.txt" in error and "from its training.json" in error and "built-in" not in error
-    assert main(["tiny", "train", "--out", str(tmp_path / "run"), "--resume", "--steps", "4", "--corpus", "moved.txt"]) == 0
+    assert (
+        main(["tiny", "train", "--out", str(tmp_path / "run"), "--resume", "--steps", "4", "--corpus", "moved.txt"])
+        == 0
+    )
 
 
 def test_bench_uniform_baseline_is_ln_256_per_byte_so_more_per_character(monkeypatch):
@@ -297,7 +358,9 @@ def test_bench_uniform_baseline_is_ln_256_per_byte_so_more_per_character(monkeyp
     import math
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the bench sets it if unset; leave the environment as it was
-    spec = importlib.util.spec_from_file_location("bench_tinygpt", Path(__file__).parent.parent / "bench" / "tinygpt.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_tinygpt", Path(__file__).parent.parent / "bench" / "tinygpt.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.uniform_nats_per_char(torch.tensor(list(b"abcd"))) == pytest.approx(math.log(256))

@@ -52,13 +52,20 @@ def test_chat_template_matches_transformers(bundled):
     from transformers import AutoTokenizer
 
     reference = AutoTokenizer.from_pretrained(bundled.path)
-    messages = [{"role": "system", "content": "시스템"}, {"role": "user", "content": "안녕?"},
-                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "More"}]
+    messages = [
+        {"role": "system", "content": "시스템"},
+        {"role": "user", "content": "안녕?"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "More"},
+    ]
     expected = reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert bundled.chat_prompt(messages) == expected
-    assert bundled.chat_tokens(messages).ids == reference.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=True, return_dict=True
-    )["input_ids"]
+    assert (
+        bundled.chat_tokens(messages).ids
+        == reference.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
 
 
 @pytest.mark.parametrize("bad", [[], [{"role": "user"}], ["hello"]])

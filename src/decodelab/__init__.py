@@ -40,18 +40,18 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from decodelab.chat import END_OF_TURN_MARKERS
     from decodelab.beam import BeamResult, BeamTree
+    from decodelab.chat import END_OF_TURN_MARKERS
     from decodelab.distribution import Candidate, Distribution
     from decodelab.engine import Generation
+    from decodelab.errors import DecodelabError
     from decodelab.generation_config import GenerationConfig
+    from decodelab.loading import load
+    from decodelab.model import LM
     from decodelab.records import Result, Step, StopReason
     from decodelab.samplers import SamplerChain
     from decodelab.scoring import Score, ScoredToken
     from decodelab.session import Session
-    from decodelab.errors import DecodelabError
-    from decodelab.loading import load
-    from decodelab.model import LM
     from decodelab.tokenizer import Tokenizer
     from decodelab.tokens import Token, TokenView, tokenize
 

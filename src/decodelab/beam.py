@@ -64,10 +64,14 @@ class BeamConfig:
         _check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
         _check_int("num_return_sequences", self.num_return_sequences, 1)
         if self.num_return_sequences > self.num_beams:
-            raise BadInput(f"num_return_sequences must be <= num_beams ({self.num_beams}), "
-                           f"got {self.num_return_sequences!r}")
-        if not (isinstance(self.length_penalty, (int, float)) and not isinstance(self.length_penalty, bool)
-                and math.isfinite(self.length_penalty)):
+            raise BadInput(
+                f"num_return_sequences must be <= num_beams ({self.num_beams}), got {self.num_return_sequences!r}"
+            )
+        if not (
+            isinstance(self.length_penalty, (int, float))
+            and not isinstance(self.length_penalty, bool)
+            and math.isfinite(self.length_penalty)
+        ):
             raise BadInput(f"length_penalty must be a finite number, got {self.length_penalty!r}")
         if not (self.early_stopping is True or self.early_stopping is False or self.early_stopping == "never"):
             raise BadInput(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
@@ -129,8 +133,14 @@ class BeamHypothesis:
     node_id: int  # its last node in the tree; the path to the root spells `token_ids`
 
     def to_dict(self) -> dict:
-        return {"token_ids": self.token_ids, "text": self.text, "score": self.score, "sum_logprob": self.sum_logprob,
-                "finished_by": self.finished_by.to_dict(), "node_id": self.node_id}
+        return {
+            "token_ids": self.token_ids,
+            "text": self.text,
+            "score": self.score,
+            "sum_logprob": self.sum_logprob,
+            "finished_by": self.finished_by.to_dict(),
+            "node_id": self.node_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -153,8 +163,12 @@ class BeamStep:
     finished: tuple[BeamHypothesis, ...]  # hypotheses that entered the num_beams best at this step
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "live": [beam.to_dict() for beam in self.live],
-                "candidates": list(self.candidates), "finished": [h.to_dict() for h in self.finished]}
+        return {
+            "index": self.index,
+            "live": [beam.to_dict() for beam in self.live],
+            "candidates": list(self.candidates),
+            "finished": [h.to_dict() for h in self.finished],
+        }
 
 
 @dataclass
@@ -214,8 +228,12 @@ class BeamTree:
         return label + (f"  ({node.note})" if node.note else "")
 
     def to_dict(self) -> dict:
-        return {"stop_reason": self.stop_reason, "returned": self.returned,
-                "nodes": [node.to_dict() for node in self.nodes], "steps": [step.to_dict() for step in self.steps]}
+        return {
+            "stop_reason": self.stop_reason,
+            "returned": self.returned,
+            "nodes": [node.to_dict() for node in self.nodes],
+            "steps": [step.to_dict() for step in self.steps],
+        }
 
     def _repr_html_(self) -> str:
         """Jupyter: the tree as nested lists, kept / finished / pruned in colour."""
@@ -235,23 +253,44 @@ class BeamResult:
     elapsed: float = 0.0  # seconds, prefill included
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "prompt_tokens": len(self.prompt_ids), "elapsed": self.elapsed,
-                "sequences": [h.to_dict() for h in self.sequences], "tree": self.tree.to_dict()}
+        return {
+            "config": self.config.to_dict(),
+            "prompt_tokens": len(self.prompt_ids),
+            "elapsed": self.elapsed,
+            "sequences": [h.to_dict() for h in self.sequences],
+            "tree": self.tree.to_dict(),
+        }
 
     def _repr_html_(self) -> str:
         """Jupyter: the returned sequences with their scores, then the search tree."""
         return views.html(self)
 
 
-def beam_search(model: Decoder | HasDecoder, prompt_ids: list[int], num_beams: int, max_new_tokens: int = 64,
-                length_penalty: float = 1.0, early_stopping: bool | str = False, num_return_sequences: int = 1,
-                no_repeat_ngram_size: int = 0, repetition_penalty: float | None = None,
-                stop_token_ids: Iterable[int] | None = None) -> BeamResult:
+def beam_search(
+    model: Decoder | HasDecoder,
+    prompt_ids: list[int],
+    num_beams: int,
+    max_new_tokens: int = 64,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    num_return_sequences: int = 1,
+    no_repeat_ngram_size: int = 0,
+    repetition_penalty: float | None = None,
+    stop_token_ids: Iterable[int] | None = None,
+) -> BeamResult:
     """Beam search from `prompt_ids` with an `LM` or its `Decoder`; equal to transformers'
     `generate(num_beams=..., do_sample=False)`."""
     stops = None if stop_token_ids is None else tuple(stop_token_ids)
-    config = BeamConfig(num_beams, max_new_tokens, length_penalty, early_stopping, num_return_sequences,
-                        no_repeat_ngram_size, repetition_penalty, stops)
+    config = BeamConfig(
+        num_beams,
+        max_new_tokens,
+        length_penalty,
+        early_stopping,
+        num_return_sequences,
+        no_repeat_ngram_size,
+        repetition_penalty,
+        stops,
+    )
     return run_beam_search(as_decoder(model), prompt_ids, config)
 
 
@@ -269,8 +308,9 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
     limit = StopReason("max_new_tokens" if steps == config.max_new_tokens else "context_full")
     processors = config.processors()
     tree = BeamTree(stop_reason=limit.kind)
-    root = tree.add(parent_id=None, step=-1, token_id=None, piece="", logprob=0.0, cum_logprob=0.0, rank=0,
-                    status="root")
+    root = tree.add(
+        parent_id=None, step=-1, token_id=None, piece="", logprob=0.0, cum_logprob=0.0, rank=0, status="root"
+    )
     beam_scores = torch.zeros(1, device=state.logits.device)  # (B,) float32 sum of logprobs of each live beam
     live = [LiveBeam(root.id, (), 0.0)]
     finished: list[BeamHypothesis] = []  # the num_beams best finished hypotheses, best first
@@ -292,9 +332,16 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
         nodes: list[BeamNode] = []
         for rank, (row, token, total) in enumerate(zip(parent_rows, tokens, top_totals.tolist())):
             stopped = token in stop_ids
-            node = tree.add(parent_id=live[row].node_id, step=step, token_id=token,
-                            piece=token_piece(decoder.tokenizer, token), logprob=float(logprobs[row, token]),
-                            cum_logprob=total, rank=rank, status="pruned")
+            node = tree.add(
+                parent_id=live[row].node_id,
+                step=step,
+                token_id=token,
+                piece=token_piece(decoder.tokenizer, token),
+                logprob=float(logprobs[row, token]),
+                cum_logprob=total,
+                rank=rank,
+                status="pruned",
+            )
             nodes.append(node)
             if not stopped and generated < steps:
                 if len(kept_ranks) < width:
@@ -320,8 +367,11 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
                 node.status, node.note = "finished", str(hypothesis.finished_by)
             else:
                 node.note = f"ended ({hypothesis.finished_by}) below the {width} best finished"
-        tree.steps.append(BeamStep(step, tuple(live), tuple(n.id for n in nodes),
-                                   tuple(h for h in ended if h.node_id in kept_hypotheses)))
+        tree.steps.append(
+            BeamStep(
+                step, tuple(live), tuple(n.id for n in nodes), tuple(h for h in ended if h.node_id in kept_hypotheses)
+            )
+        )
         if not kept_ranks:
             break  # the last step: every candidate ended
 
@@ -343,8 +393,10 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
         state.reorder(rows)
         state.advance(new_tokens)  # ids (B, T + 1), logits (B, V) for the next step
         beam_scores = top_totals[kept_ranks]  # (B,)
-        live = [LiveBeam(nodes[r].id, (*live[parent_rows[r]].token_ids, tokens[r]), nodes[r].cum_logprob)
-                for r in kept_ranks]
+        live = [
+            LiveBeam(nodes[r].id, (*live[parent_rows[r]].token_ids, tokens[r]), nodes[r].cum_logprob)
+            for r in kept_ranks
+        ]
 
     returned = finished[: config.num_return_sequences]
     tree.returned = [h.node_id for h in returned]

@@ -42,14 +42,14 @@ def build_messages(prompt: str | list[Message], system: str | None = None) -> li
 def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> str:
     """The prompt text the model sees for `messages`, ending with the assistant's turn opener."""
     if not tokenizer.chat_template:
-        raise Unsupported("this model has no chat template: give it plain text (no --chat; /v1/completions on the server)")
+        raise Unsupported(
+            "this model has no chat template: give it plain text (no --chat; /v1/completions on the server)"
+        )
     from jinja2 import TemplateError
 
     template = _compile(tokenizer.chat_template)
     try:
-        return template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **tokenizer.named_tokens
-        )
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **tokenizer.named_tokens)
     except TemplateError as exc:
         raise BadInput(f"the model's chat template rejected these messages: {exc}") from None
 
@@ -86,7 +86,7 @@ def _compile(source: str):
     class GenerationBlock(Extension):
         """`{% generation %}...{% endgeneration %}` (marks assistant text for training) renders its body."""
 
-        tags = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 (jinja2 declares it a plain class attribute)
 
         def parse(self, parser):
             lineno = next(parser.stream).lineno

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from decodelab.decoder import Decoder, HasDecoder
 
 
-
 def sampling_words() -> dict[str, Setting]:
     """Strategy word -> the setting it sets: every numeric setting by name, and a stage's name for its first
     setting when the two differ (`no_repeat_ngram:3` sets no_repeat_ngram_size)."""
@@ -75,8 +74,9 @@ def _convert(name: str, value: str, kind: type) -> int | float:
     try:
         return kind(value)
     except ValueError:
-        raise BadInput(f"{name} needs a {kind.__name__} value, as in {name}:{'5' if kind is int else '0.9'}; "
-                       f"got {value!r}") from None
+        raise BadInput(
+            f"{name} needs a {kind.__name__} value, as in {name}:{'5' if kind is int else '0.9'}; got {value!r}"
+        ) from None
 
 
 @dataclass
@@ -115,8 +115,13 @@ class Comparison(list[Outcome]):
         return views.frame(self)
 
 
-def compare(model: Decoder | HasDecoder, prompt_ids: list[int], strategies: list[Strategy], seed: int = 0,
-            max_new_tokens: int = 64) -> Comparison:
+def compare(
+    model: Decoder | HasDecoder,
+    prompt_ids: list[int],
+    strategies: list[Strategy],
+    seed: int = 0,
+    max_new_tokens: int = 64,
+) -> Comparison:
     """Each strategy from the same prompt and seed, measured the same way (`model`: an `LM` or its `Decoder`)."""
     from decodelab.beam import beam_search
     from decodelab.decoder import as_decoder
@@ -136,15 +141,21 @@ def compare(model: Decoder | HasDecoder, prompt_ids: list[int], strategies: list
             ids, text, reason = result.token_ids, result.text, str(result.stop_reason)
         score = score_ids(decoder, prompt_ids + ids, len(prompt_ids)) if ids else None
         content = [i for i in ids if i not in stop_ids]  # diversity of what was written, not of its end
-        outcomes.append(Outcome(
-            strategy, text, ids, reason,
-            logprob=score.total_logprob if score else 0.0,
-            perplexity=score.perplexity if score else math.nan,
-            mean_entropy=mean_entropy(score.tokens) if score else math.nan,
-            mean_nucleus_size=mean_nucleus_size(score.tokens) if score else math.nan,
-            distinct_1=distinct_n(content, 1), distinct_2=distinct_n(content, 2),
-            repeated_3gram_rate=repeated_ngram_rate(content, 3),
-        ))
+        outcomes.append(
+            Outcome(
+                strategy,
+                text,
+                ids,
+                reason,
+                logprob=score.total_logprob if score else 0.0,
+                perplexity=score.perplexity if score else math.nan,
+                mean_entropy=mean_entropy(score.tokens) if score else math.nan,
+                mean_nucleus_size=mean_nucleus_size(score.tokens) if score else math.nan,
+                distinct_1=distinct_n(content, 1),
+                distinct_2=distinct_n(content, 2),
+                repeated_3gram_rate=repeated_ngram_rate(content, 3),
+            )
+        )
     return outcomes
 
 

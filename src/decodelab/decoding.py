@@ -46,16 +46,16 @@ def reorder_cache(cache: Cache, rows: torch.Tensor) -> None:
     """Keep batch rows `rows` (B,) of a KV cache, in that order, duplicating repeated ones (in place). A
     third-party backend's cache that does not meet the `Cache` contract is one clear error."""
     if not isinstance(cache, Cache):
-        raise Unsupported(f"{type(cache).__name__} cannot reorder its rows, so this backend cannot sample several "
-                          "rows or beam search")
+        raise Unsupported(
+            f"{type(cache).__name__} cannot reorder its rows, so this backend cannot sample several rows or beam search"
+        )
     cache.reorder(rows)
 
 
 class DecodeState:
     """Rows decoding the same prompt: `ids` (B, T) so far, the KV cache, and `logits` (B, V) for the next token."""
 
-    def __init__(self, backend: Backend, prompt_ids: list[int], rows: int = 1,
-                 vocabulary: Sequence[str] | None = None):
+    def __init__(self, backend: Backend, prompt_ids: list[int], rows: int = 1, vocabulary: Sequence[str] | None = None):
         if len(prompt_ids) >= backend.context_length:
             raise BadInput(
                 f"prompt is {len(prompt_ids)} tokens but the model reads at most {backend.context_length}, "
@@ -150,8 +150,10 @@ def select(final_logits: torch.Tensor, greedy: bool, row_seeds: list[int], posit
 
 
 def _nothing_left() -> BadInput:
-    return BadInput("the sampler chain removed every token (a ban or logit_bias of -inf on all of them?): "
-                    "leave at least one token allowed")
+    return BadInput(
+        "the sampler chain removed every token (a ban or logit_bias of -inf on all of them?): "
+        "leave at least one token allowed"
+    )
 
 
 def make_step(
@@ -185,10 +187,22 @@ def make_step(
         raw_top = _alternatives(tokenizer, raw_probs, top_n)
     raw = tokenizer.token_bytes(token_id)
     return Step(
-        index=index, token_id=token_id, piece=readable_piece(raw), prob=float(chain_logprobs[token_id].exp()),
-        raw_prob=float(raw_logprobs[token_id].exp()), logprob=logprob, rank=rank, entropy=entropy, top=top,
-        raw_top=raw_top, stages=tuple(stages or ()) if trace else (), row=row, forced=forced, bytes=raw,
-        is_stop=token_id in stop_ids, special=tokenizer.is_special(token_id),
+        index=index,
+        token_id=token_id,
+        piece=readable_piece(raw),
+        prob=float(chain_logprobs[token_id].exp()),
+        raw_prob=float(raw_logprobs[token_id].exp()),
+        logprob=logprob,
+        rank=rank,
+        entropy=entropy,
+        top=top,
+        raw_top=raw_top,
+        stages=tuple(stages or ()) if trace else (),
+        row=row,
+        forced=forced,
+        bytes=raw,
+        is_stop=token_id in stop_ids,
+        special=tokenizer.is_special(token_id),
     )
 
 

@@ -34,12 +34,16 @@ BOX = "font-family:system-ui,sans-serif;font-size:13px;line-height:1.5"
 CAPTION = "color:#666;font-size:12px;margin:2px 0 6px"
 CELL = "padding:1px 8px;text-align:right"
 TEXT_CELL = "padding:1px 8px;text-align:left;font-family:monospace;white-space:pre"
-CHIP = ("display:inline-block;margin:2px;padding:1px 5px;border:1px solid #bbb;border-radius:4px;"
-        "text-align:center;font-family:monospace;vertical-align:top")
+CHIP = (
+    "display:inline-block;margin:2px;padding:1px 5px;border:1px solid #bbb;border-radius:4px;"
+    "text-align:center;font-family:monospace;vertical-align:top"
+)
 SPECIAL_CHIP = CHIP + ";border-color:#e6550d;background:#fdd0a2;font-weight:bold"
 BAR = "display:inline-block;height:0.8em;background:#3182bd;vertical-align:middle"
 STATUS_STYLE = {  # beam node status -> its label's style (the plot's colours)
-    "root": "font-weight:bold", "kept": "background:#c6dbef", "finished": "background:#a1d99b;font-weight:bold",
+    "root": "font-weight:bold",
+    "kept": "background:#c6dbef",
+    "finished": "background:#a1d99b;font-weight:bold",
     "pruned": "color:#999",
 }
 Piece = TypeVar("Piece", Step, ScoredToken)  # a token that carries its bytes
@@ -57,8 +61,9 @@ def shade(prob: float) -> str:
 
 
 def _legend() -> str:
-    cells = "".join(f'<span style="background:{shade(p)};padding:0 6px">{p:.0%}</span>'
-                    for p in (0, 0.25, 0.5, 0.75, 1))
+    cells = "".join(
+        f'<span style="background:{shade(p)};padding:0 6px">{p:.0%}</span>' for p in (0, 0.25, 0.5, 0.75, 1)
+    )
     return f'<div style="{CAPTION}">shade = probability the token was chosen with: {cells} · hover for details</div>'
 
 
@@ -72,8 +77,10 @@ def token_view_html(view: TokenView) -> str:
     """One chip per token: its piece (whitespace visible) over its id; special tokens in orange."""
     chips = []
     for index, token in enumerate(view):
-        title = (f"#{index} · id {token.id} · bytes {token.raw.hex(' ') or '(none)'} · "
-                 f"characters [{token.start}, {token.end})" + (" · special token" if token.special else ""))
+        title = (
+            f"#{index} · id {token.id} · bytes {token.raw.hex(' ') or '(none)'} · "
+            f"characters [{token.start}, {token.end})" + (" · special token" if token.special else "")
+        )
         chips.append(
             f'<span style="{SPECIAL_CHIP if token.special else CHIP}" title="{escape(title)}">'
             f"{escape(visible(token.piece)) or '&nbsp;'}<br>"
@@ -101,8 +108,10 @@ def distribution_html(dist: Distribution, n: int = 10) -> str:
     head = "".join(f"<th style='{CELL}'>{name}</th>" for name in ("rank", "id", "token", "", "prob", "logprob"))
     prompt = dist.tokenizer.decode(dist.prompt_ids)
     shown = sum(candidate.prob for candidate in candidates)
-    caption = (f"next token after “{escape(prompt[-80:])}” · entropy {dist.entropy:.3f} nats · "
-               f"top {len(candidates)} hold {shown:.2%}")
+    caption = (
+        f"next token after “{escape(prompt[-80:])}” · entropy {dist.entropy:.3f} nats · "
+        f"top {len(candidates)} hold {shown:.2%}"
+    )
     return _box(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>", caption)
 
 
@@ -124,8 +133,10 @@ def _characters(tokens: Sequence[Piece]) -> list[tuple[str, list[Piece]]]:
 
 
 def _step_title(step: Step) -> str:
-    title = (f"step {step.index} · {visible(step.piece)!r} (id {step.token_id}) · {step.prob:.2%} after the samplers"
-             f" · {step.raw_prob:.2%} under the model, rank {step.rank}")
+    title = (
+        f"step {step.index} · {visible(step.piece)!r} (id {step.token_id}) · {step.prob:.2%} after the samplers"
+        f" · {step.raw_prob:.2%} under the model, rank {step.rank}"
+    )
     if step.forced:
         title += " · appended by hand"
     alternatives = step.choices(5)
@@ -133,8 +144,10 @@ def _step_title(step: Step) -> str:
 
 
 def _token_span(text: str, prob: float, title: str, style: str = "") -> str:
-    return (f'<span style="background:{shade(prob)};color:#111;border-radius:3px;padding:1px 0;{style}" '
-            f'title="{escape(title)}">{escape(text)}</span>')
+    return (
+        f'<span style="background:{shade(prob)};color:#111;border-radius:3px;padding:1px 0;{style}" '
+        f'title="{escape(title)}">{escape(text)}</span>'
+    )
 
 
 def steps_html(steps: Sequence[Step]) -> str:
@@ -155,8 +168,10 @@ def steps_html(steps: Sequence[Step]) -> str:
 @views.html.register(Result)
 def result_html(result: Result) -> str:
     """The trace of one generation: the text with every token shaded by its probability, details on hover."""
-    caption = (f"{len(result.steps)} tokens · stopped by {escape(str(result.stop_reason))} · "
-               f"log P = {result.logprob:.2f}" + (f" · seed {result.seed}" if result.seed is not None else ""))
+    caption = (
+        f"{len(result.steps)} tokens · stopped by {escape(str(result.stop_reason))} · "
+        f"log P = {result.logprob:.2f}" + (f" · seed {result.seed}" if result.seed is not None else "")
+    )
     return _box(steps_html(result.steps) + _legend(), caption)
 
 
@@ -167,24 +182,30 @@ def generation_html(generation: Generation) -> str:
         return _box(f"Generation of {generation.n} row(s), not run yet: iterate it or call .run()")
     if len(generation.results) == 1:
         return result_html(generation.results[0])
-    return "".join(f"<div><b>sample {row}</b>{result_html(result)}</div>" for row, result in
-                   enumerate(generation.results))
+    return "".join(
+        f"<div><b>sample {row}</b>{result_html(result)}</div>" for row, result in enumerate(generation.results)
+    )
 
 
 @views.html.register(Comparison)
 def comparison_html(outcomes: Sequence[Outcome]) -> str:
     """A metrics table (one column per strategy), then each strategy's text."""
     metrics = [
-        ("tokens", lambda o: str(len(o.token_ids))), ("logprob", lambda o: f"{o.logprob:.1f}"),
-        ("perplexity", lambda o: f"{o.perplexity:.2f}"), ("mean entropy", lambda o: f"{o.mean_entropy:.2f}"),
-        ("mean nucleus", lambda o: f"{o.mean_nucleus_size:.1f}"), ("distinct-1", lambda o: f"{o.distinct_1:.2f}"),
+        ("tokens", lambda o: str(len(o.token_ids))),
+        ("logprob", lambda o: f"{o.logprob:.1f}"),
+        ("perplexity", lambda o: f"{o.perplexity:.2f}"),
+        ("mean entropy", lambda o: f"{o.mean_entropy:.2f}"),
+        ("mean nucleus", lambda o: f"{o.mean_nucleus_size:.1f}"),
+        ("distinct-1", lambda o: f"{o.distinct_1:.2f}"),
         ("distinct-2", lambda o: f"{o.distinct_2:.2f}"),
-        ("repeated 3-grams", lambda o: f"{o.repeated_3gram_rate:.2f}"), ("stopped by", lambda o: o.stop_reason),
+        ("repeated 3-grams", lambda o: f"{o.repeated_3gram_rate:.2f}"),
+        ("stopped by", lambda o: o.stop_reason),
     ]
     head = "".join(f"<th style='{CELL}'>{escape(o.strategy.label)}</th>" for o in outcomes)
     rows = "".join(
         f"<tr><th style='{CELL};text-align:left'>{name}</th>"
-        + "".join(f"<td style='{CELL}'>{escape(render(o))}</td>" for o in outcomes) + "</tr>"
+        + "".join(f"<td style='{CELL}'>{escape(render(o))}</td>" for o in outcomes)
+        + "</tr>"
         for name, render in metrics
     )
     texts = "".join(
@@ -192,8 +213,11 @@ def comparison_html(outcomes: Sequence[Outcome]) -> str:
         f"<td style='text-align:left;white-space:pre-wrap'>{escape(o.text.strip())}</td></tr>"
         for o in outcomes
     )
-    return _box(f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"
-                f"<table style='margin-top:8px'>{texts}</table>", f"{len(outcomes)} strategies from one prompt")
+    return _box(
+        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        f"<table style='margin-top:8px'>{texts}</table>",
+        f"{len(outcomes)} strategies from one prompt",
+    )
 
 
 def _node_label(tree: BeamTree, node: BeamNode) -> str:
@@ -203,10 +227,12 @@ def _node_label(tree: BeamTree, node: BeamNode) -> str:
     score = f" · score {node.score:.4f}" if node.score is not None else ""
     title = f"logprob {node.logprob:.4f} · rank {node.rank} among the step's candidates{score}"
     note = f" ({node.note})" if node.note else ""
-    return (f'<span style="{STATUS_STYLE[node.status]};font-family:monospace;padding:0 3px;border-radius:3px" '
-            f'title="{escape(title)}">{escape(visible(node.piece))}</span>'
-            f'<span style="color:#666;font-size:11px"> {node.cum_logprob:.2f} {node.status}{star}'
-            f"{escape(note)}</span>")
+    return (
+        f'<span style="{STATUS_STYLE[node.status]};font-family:monospace;padding:0 3px;border-radius:3px" '
+        f'title="{escape(title)}">{escape(visible(node.piece))}</span>'
+        f'<span style="color:#666;font-size:11px"> {node.cum_logprob:.2f} {node.status}{star}'
+        f"{escape(note)}</span>"
+    )
 
 
 @views.html.register(BeamTree)
@@ -218,8 +244,11 @@ def beam_tree_html(tree: BeamTree) -> str:
     def walk(node: BeamNode) -> str:
         kids = children.get(node.id, [])
         inner = "".join(walk(kid) for kid in kids)
-        nested = (f'<ul style="list-style:none;margin:0;padding-left:1.4em;border-left:1px dotted #bbb">{inner}</ul>'
-                  if kids else "")
+        nested = (
+            f'<ul style="list-style:none;margin:0;padding-left:1.4em;border-left:1px dotted #bbb">{inner}</ul>'
+            if kids
+            else ""
+        )
         return f"<li>{_node_label(tree, node)}{nested}</li>"
 
     return f'<ul style="list-style:none;margin:0;padding:0">{walk(tree.nodes[0])}</ul>'
@@ -235,26 +264,39 @@ def beam_html(beam: BeamResult) -> str:
         f"<td style='text-align:left;white-space:pre-wrap'>{escape(h.text)}</td></tr>"
         for rank, h in enumerate(beam.sequences, start=1)
     )
-    head = "".join(f"<th style='{CELL}'>{name}</th>" for name in ("", "score", "sum logprob", "tokens", "finished by",
-                                                                    "text"))
+    head = "".join(
+        f"<th style='{CELL}'>{name}</th>" for name in ("", "score", "sum logprob", "tokens", "finished by", "text")
+    )
     tree = beam.tree
-    caption = (f"beam search, {beam.config.num_beams} beams · search ended: "
-               f"{escape(tree.stop_reason.replace('_', ' '))} · {len(tree.nodes) - 1} candidates weighed")
-    return _box(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-                f"<details open><summary>search tree</summary>{beam_tree_html(tree)}</details>", caption)
+    caption = (
+        f"beam search, {beam.config.num_beams} beams · search ended: "
+        f"{escape(tree.stop_reason.replace('_', ' '))} · {len(tree.nodes) - 1} candidates weighed"
+    )
+    return _box(
+        f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        f"<details open><summary>search tree</summary>{beam_tree_html(tree)}</details>",
+        caption,
+    )
 
 
 @views.html.register(Score)
 def score_html(score: Score) -> str:
     """The scored text, each token shaded by its probability; rank, surprisal and entropy on hover."""
     spans = [
-        _token_span(text, math.prod(token.prob for token in group), "\n".join(
-            f"{visible(token.piece)!r} (id {token.id}) · p {token.prob:.2%} · rank {token.rank} · "
-            f"{token.surprisal_bits:.2f} bits · entropy {token.entropy:.2f} nats" for token in group))
+        _token_span(
+            text,
+            math.prod(token.prob for token in group),
+            "\n".join(
+                f"{visible(token.piece)!r} (id {token.id}) · p {token.prob:.2%} · rank {token.rank} · "
+                f"{token.surprisal_bits:.2f} bits · entropy {token.entropy:.2f} nats"
+                for token in group
+            ),
+        )
         for text, group in _characters(score.tokens)
     ]
-    caption = (f"{len(score.tokens)} tokens scored after {score.prompt_length} of context · "
-               f"total logprob {score.total_logprob:.3f} nats · perplexity {score.perplexity:.3f}")
+    caption = (
+        f"{len(score.tokens)} tokens scored after {score.prompt_length} of context · "
+        f"total logprob {score.total_logprob:.3f} nats · perplexity {score.perplexity:.3f}"
+    )
     body = f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.9">{"".join(spans)}</div>'
     return _box(body + _legend(), caption)
-

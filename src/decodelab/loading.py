@@ -205,6 +205,7 @@ def _require_hub_access(name: str) -> None:
 
 # --- the built-in backends, registered in the order "auto" asks them ----------------------------------------------
 
+
 def _has_config(directory: Path) -> bool:
     return (directory / "config.json").is_file()
 
@@ -247,8 +248,9 @@ def _load_native(request: LoadRequest) -> LM:
     _require_config(directory)
     config = json.loads((directory / "config.json").read_text())
     model = NativeLlama.from_directory(directory, dtype=request.dtype, device=request.device)
-    return LM(request.name, model, Tokenizer.from_directory(directory), _eos_ids(directory, config), request.source,
-              directory)
+    return LM(
+        request.name, model, Tokenizer.from_directory(directory), _eos_ids(directory, config), request.source, directory
+    )
 
 
 def _load_transformers(request: LoadRequest) -> LM:
@@ -266,12 +268,21 @@ def _load_transformers(request: LoadRequest) -> LM:
         model = model.to(request.device)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = (" (it ships custom code: pass trust_remote_code=True if you trust it)"
-                if "trust_remote_code" in reason else "")
+        hint = (
+            " (it ships custom code: pass trust_remote_code=True if you trust it)"
+            if "trust_remote_code" in reason
+            else ""
+        )
         raise ModelNotFound(f"cannot load {name!r}: {reason}{hint}") from None
     eos = _as_ids(model.config.eos_token_id) + _as_ids(getattr(model.generation_config, "eos_token_id", None))
-    return LM(name, TransformersBackend(model), Tokenizer.from_transformers(hf_tokenizer), tuple(dict.fromkeys(eos)),
-              request.source, request.directory)
+    return LM(
+        name,
+        TransformersBackend(model),
+        Tokenizer.from_transformers(hf_tokenizer),
+        tuple(dict.fromkeys(eos)),
+        request.source,
+        request.directory,
+    )
 
 
 register_backend(BackendLoader("tinygpt", claims=_is_tinygpt, load=_load_tinygpt))

@@ -110,8 +110,16 @@ class LM:
         logits = prefill(self.backend, input_ids, self.backend.new_cache(1))[0]  # (V,), the prompt fed in chunks
         return Distribution(logits, self.tokenizer, ids)
 
-    def generation(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, n: int = 1,
-                   config: GenerationConfig | None = None, **options: Any) -> Generation:
+    def generation(
+        self,
+        prompt: Prompt,
+        *,
+        chat: bool = False,
+        system: str | None = None,
+        n: int = 1,
+        config: GenerationConfig | None = None,
+        **options: Any,
+    ) -> Generation:
         """A traced generation to iterate (Steps as they happen); `.results` holds one Result per row at the end.
 
         Options are `GenerationConfig` fields: max_new_tokens, greedy, temperature, top_k, top_p, min_p,
@@ -121,28 +129,58 @@ class LM:
         ids = self.prompt_ids(prompt, chat=chat, system=system)
         return Generation(self.decoder, ids, make_config(config, options), n)
 
-    def generate(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
-                 config: GenerationConfig | None = None, **options: Any) -> Result:
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        chat: bool = False,
+        system: str | None = None,
+        config: GenerationConfig | None = None,
+        **options: Any,
+    ) -> Result:
         """Generate to a stop; the Result holds the text, ids, stop reason and every Step."""
         return self.generation(prompt, chat=chat, system=system, config=config, **options).run()[0]
 
-    def sample(self, prompt: Prompt, n: int, *, chat: bool = False, system: str | None = None,
-               config: GenerationConfig | None = None, **options: Any) -> list[Result]:
+    def sample(
+        self,
+        prompt: Prompt,
+        n: int,
+        *,
+        chat: bool = False,
+        system: str | None = None,
+        config: GenerationConfig | None = None,
+        **options: Any,
+    ) -> list[Result]:
         """`n` samples of one prompt in one batched forward per step; row r uses seed + r."""
         return self.generation(prompt, chat=chat, system=system, n=n, config=config, **options).run()
 
-    def stream(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
-               config: GenerationConfig | None = None, **options: Any) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        chat: bool = False,
+        system: str | None = None,
+        config: GenerationConfig | None = None,
+        **options: Any,
+    ) -> Iterator[str]:
         """Text deltas as they are generated; never splits a UTF-8 character, never shows a stop string."""
         return stream_text(self.generation(prompt, chat=chat, system=system, config=config, **options))
 
-    def session(self, prompt: Prompt, *, chat: bool = False, system: str | None = None,
-                config: GenerationConfig | None = None, **options: Any) -> Session:
+    def session(
+        self,
+        prompt: Prompt,
+        *,
+        chat: bool = False,
+        system: str | None = None,
+        config: GenerationConfig | None = None,
+        **options: Any,
+    ) -> Session:
         """An interactive session: distribution(), step(), append(token), fork(), undo(), save()."""
         return Session(self.decoder, self.prompt_ids(prompt, chat=chat, system=system), make_config(config, options))
 
-    def beam_search(self, prompt: Prompt, *, chat: bool = False, system: str | None = None, num_beams: int = 4,
-                    **options: Any) -> BeamResult:
+    def beam_search(
+        self, prompt: Prompt, *, chat: bool = False, system: str | None = None, num_beams: int = 4, **options: Any
+    ) -> BeamResult:
         """Beam search with a traced beam tree; equal to transformers' generate(num_beams=..., do_sample=False).
 
         Options: max_new_tokens, length_penalty, early_stopping (True | False | "never"), num_return_sequences,

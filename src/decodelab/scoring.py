@@ -61,9 +61,17 @@ class ScoredToken:
 
     def to_dict(self) -> dict:
         return {
-            "position": self.position, "id": self.id, "piece": self.piece, "logprob": self.logprob,
-            "prob": self.prob, "rank": self.rank, "surprisal_bits": self.surprisal_bits, "entropy": self.entropy,
-            "nucleus_size": self.nucleus_size, "context": self.context, "bytes": list(self.bytes),
+            "position": self.position,
+            "id": self.id,
+            "piece": self.piece,
+            "logprob": self.logprob,
+            "prob": self.prob,
+            "rank": self.rank,
+            "surprisal_bits": self.surprisal_bits,
+            "entropy": self.entropy,
+            "nucleus_size": self.nucleus_size,
+            "context": self.context,
+            "bytes": list(self.bytes),
         }
 
 
@@ -106,8 +114,9 @@ class Score:
         """`pos  id  token  prob%  logprob  rank  surprisal` rows and a summary line, as `decodelab score` prints."""
         pieces = [visible(token.piece) for token in self.tokens]
         width = max([len(piece) for piece in pieces] + [5])
-        rows = [f"{'pos':>5}  {'id':>6}  {'token':<{width}}  {'prob':>8}  {'logprob':>8}  {'rank':>6}  "
-                f"{'surprisal':>9}"]
+        rows = [
+            f"{'pos':>5}  {'id':>6}  {'token':<{width}}  {'prob':>8}  {'logprob':>8}  {'rank':>6}  {'surprisal':>9}"
+        ]
         for token, piece in zip(self.tokens, pieces):
             rows.append(
                 f"{token.position:>5}  {token.id:>6}  {piece:<{width}}  {token.prob * 100:>7.2f}%  "
@@ -118,8 +127,9 @@ class Score:
             f"total logprob {self.total_logprob:.3f} nats, perplexity {self.perplexity:.3f}"
         )
         if self.forwards > 1:
-            rows.append(f"longer than the context: {self.forwards} windows of {self.window} tokens, "
-                        f"stride {self.stride}")
+            rows.append(
+                f"longer than the context: {self.forwards} windows of {self.window} tokens, stride {self.stride}"
+            )
         return "\n".join(rows)
 
     def _repr_html_(self) -> str:
@@ -132,8 +142,14 @@ class Score:
         return views.frame(self)
 
 
-def score_text(model: Decoder | HasDecoder, text: str, prompt: str | None = None, *, stride: int | None = None,
-               nucleus_p: float = 0.9) -> Score:
+def score_text(
+    model: Decoder | HasDecoder,
+    text: str,
+    prompt: str | None = None,
+    *,
+    stride: int | None = None,
+    nucleus_p: float = 0.9,
+) -> Score:
     """Score `text`, as a continuation of `prompt` when one is given.
 
     `model` is an `LM` or its `Decoder`. With a prompt, every token of `text` is scored; the prompt is tokenized
@@ -180,8 +196,14 @@ def _text_ids(tokenizer: Tokenizer, text: str) -> tuple[list[int], int]:
     return plain, 1
 
 
-def score_ids(model: Decoder | HasDecoder, ids: list[int], prompt_length: int, *, stride: int | None = None,
-              nucleus_p: float = 0.9) -> Score:
+def score_ids(
+    model: Decoder | HasDecoder,
+    ids: list[int],
+    prompt_length: int,
+    *,
+    stride: int | None = None,
+    nucleus_p: float = 0.9,
+) -> Score:
     """Score `ids[prompt_length:]`, each token given all ids before it (prompt_length >= 1: the first has none).
 
     `stride` (default half the context) is how many new tokens each window scores when `ids` is longer than
@@ -202,8 +224,9 @@ def score_ids(model: Decoder | HasDecoder, ids: list[int], prompt_length: int, *
     return Score(list(ids), prompt_length, tokens, float(nucleus_p), window, stride, len(plan))
 
 
-def _score_window(decoder: Decoder, ids: list[int], begin: int, start: int, end: int,
-                  nucleus_p: float) -> list[ScoredToken]:
+def _score_window(
+    decoder: Decoder, ids: list[int], begin: int, start: int, end: int, nucleus_p: float
+) -> list[ScoredToken]:
     """Score ids[start:end] reading ids[begin:end], streamed through a fresh KV cache a chunk at a time."""
     backend, chunk = decoder.backend, decoding.PREFILL_CHUNK
     cache = backend.new_cache(1)
@@ -254,8 +277,9 @@ def _check_ids(ids: object, prompt_length: object, vocab_size: int) -> None:
         raise BadInput(f"token id {outside[0]} is outside the vocabulary (0..{vocab_size - 1})")
 
 
-def _score_positions(tokenizer: Tokenizer, logits: torch.Tensor, ids: list[int], start: int, begin: int,
-                     nucleus_p: float) -> list[ScoredToken]:
+def _score_positions(
+    tokenizer: Tokenizer, logits: torch.Tensor, ids: list[int], start: int, begin: int, nucleus_p: float
+) -> list[ScoredToken]:
     """ScoredTokens for targets ids[start:start + n] from their predicting logits (n, V), read from ids[begin:]."""
     tokens = []
     for offset in range(0, logits.shape[0], _ROWS_PER_BLOCK):
@@ -273,9 +297,19 @@ def _score_positions(tokenizer: Tokenizer, logits: torch.Tensor, ids: list[int],
             zip(targets.tolist(), chosen.tolist(), ranks.tolist(), entropies.tolist(), nuclei.tolist())
         ):
             position, raw = first + row, tokenizer.token_bytes(token_id)
-            tokens.append(ScoredToken(
-                id=token_id, piece=readable_piece(raw), logprob=logprob, prob=math.exp(logprob),
-                rank=rank, surprisal_bits=-logprob / math.log(2), entropy=entropy, nucleus_size=nucleus,
-                position=position, context=position - begin, bytes=raw,
-            ))
+            tokens.append(
+                ScoredToken(
+                    id=token_id,
+                    piece=readable_piece(raw),
+                    logprob=logprob,
+                    prob=math.exp(logprob),
+                    rank=rank,
+                    surprisal_bits=-logprob / math.log(2),
+                    entropy=entropy,
+                    nucleus_size=nucleus,
+                    position=position,
+                    context=position - begin,
+                    bytes=raw,
+                )
+            )
     return tokens

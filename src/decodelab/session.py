@@ -166,8 +166,18 @@ class Session:
             chosen = select(final, self.config.is_greedy, [self.seed], draw)  # (1,)
             token = int(chosen[0])
             memory = self._chain.remember(history, final, chosen) if self._chain.stateful else None
-        step = make_step(self.decoder.tokenizer, raw[0], final[0], token, len(self.steps), self.config.top_n, True,
-                         reports[0], forced=forced is not None, stop_ids=self.stop_ids)
+        step = make_step(
+            self.decoder.tokenizer,
+            raw[0],
+            final[0],
+            token,
+            len(self.steps),
+            self.config.top_n,
+            True,
+            reports[0],
+            forced=forced is not None,
+            stop_ids=self.stop_ids,
+        )
         self.steps.append(step)
         self._draws.append(draw)
         self._configs.append(self.config)

@@ -29,8 +29,9 @@ def data_frame(rows: Iterable[dict[str, Any]], index: str | None = None) -> pand
     try:
         import pandas
     except ImportError:
-        raise DecodelabError("pandas is not installed: `pip install pandas` (or decodelab[notebook]) "
-                             "to use .to_pandas()") from None
+        raise DecodelabError(
+            "pandas is not installed: `pip install pandas` (or decodelab[notebook]) to use .to_pandas()"
+        ) from None
     frame = pandas.DataFrame(list(rows))
     return frame.set_index(index) if index is not None and index in frame else frame
 

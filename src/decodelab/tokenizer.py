@@ -7,9 +7,9 @@ read straight from `tokenizer.json` so the bundled model never pays for importin
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
 import tokenizers
@@ -83,7 +83,9 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def encode_with_offsets(self, text: str, add_special_tokens: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+    def encode_with_offsets(
+        self, text: str, add_special_tokens: bool = True
+    ) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids and, for each, its [start, end) character span in `text` (a byte piece spans its whole character)."""
         encoding = self.backend.encode(text, add_special_tokens=add_special_tokens)
         return encoding.ids, [(start, end) for start, end in encoding.offsets]
@@ -162,4 +164,3 @@ class TokenTexts(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())
-

@@ -20,7 +20,7 @@ def _hex_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
     return "".join(f"<0x{byte:02X}>" for byte in bad), error.end
 
 
-codecs.register_error("decodelab-hex", _hex_bytes)
+codecs.register_error("decodelab-hex", _hex_bytes)  # type: ignore[arg-type]  # called with decode errors only
 
 # Whitespace as symbols, other control characters (invisible, or a box in most fonts) as their byte value.
 _SYMBOLS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}

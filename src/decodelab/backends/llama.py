@@ -17,6 +17,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +80,10 @@ class KVCache(LayerKVCache):
 
     def __init__(self, config: LlamaConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
         shape = (batch_size, config.num_kv_heads, 0, config.head_dim)  # (B, Hkv, capacity, D)
-        super().__init__([torch.empty(shape, dtype=dtype, device=device) for _ in range(config.num_layers)],
-                         [torch.empty(shape, dtype=dtype, device=device) for _ in range(config.num_layers)])
+        super().__init__(
+            [torch.empty(shape, dtype=dtype, device=device) for _ in range(config.num_layers)],
+            [torch.empty(shape, dtype=dtype, device=device) for _ in range(config.num_layers)],
+        )
 
     def _make_room(self, layer: int, needed: int) -> None:
         if needed <= self.keys[layer].shape[2]:
@@ -141,8 +144,11 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
         self.register_buffer("qkv_weight", None, persistent=False)  # (H*D + 2*Hkv*D, C), see stack_projections
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: LayerKVCache | None) -> torch.Tensor:
+    qkv_weight: torch.Tensor  # the buffer registered above (declared for type checkers)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKVCache | None
+    ) -> torch.Tensor:
         batch, steps, _ = x.shape  # (B, T, C)
         heads, kv_heads = self.heads
         qkv = F.linear(x, self.qkv_weight).view(batch, steps, -1, self.head_dim)  # (B, T, H+2Hkv, D)
@@ -175,6 +181,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.register_buffer("gate_up_weight", None, persistent=False)  # (2*I, C), see stack_projections
 
+    gate_up_weight: torch.Tensor  # the buffer registered above (declared for type checkers)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)  # (B, T, I) each
         return F.linear(F.silu(gate) * up, self.down_proj.weight)
@@ -190,8 +198,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: LayerKVCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKVCache | None
+    ) -> torch.Tensor:
         # Submodules are called through .forward: nn.Module.__call__ adds ~1 us each, and a step made ~330 calls.
         x = x + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, cache)
         return x + self.mlp.forward(self.post_attention_layernorm.forward(x))
@@ -213,8 +222,8 @@ class NativeLlama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         # Plain attributes, not buffers: they stay float32 whatever dtype the weights are cast to.
         self.inv_freq = rope_inverse_frequencies(config)
-        self._rotary_key = None  # (positions, dtype, device) the cached cos/sin tables cover
-        self._cos = self._sin = None  # (P, 1, D) each
+        self._rotary_key: tuple[int, torch.dtype, torch.device] | None = None  # what the cos/sin tables cover
+        self._cos = self._sin = torch.empty(0)  # (P, 1, D) each, once built
         self._stacked = False  # whether stack_projections has run
 
     @property
@@ -229,8 +238,7 @@ class NativeLlama(nn.Module):
         return KVCache(self.config, batch_size, self.dtype, self.device)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *,
-                last_only: bool = False) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *, last_only: bool = False) -> torch.Tensor:
         cache = layer_cache(cache, "native Llama")
         past = cache.length if cache is not None else 0
         steps = input_ids.shape[1]
@@ -252,7 +260,7 @@ class NativeLlama(nn.Module):
     def _rotary(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed-sin tables covering at least `positions`; rebuilt, twice as long, when outgrown."""
         covered, dtype, device = self._rotary_key or (0, None, None)
-        if positions > covered or dtype != self.dtype or device != self.inv_freq.device:
+        if positions > covered or dtype != self.dtype or device != self.inv_freq.device:  # outgrown or moved
             covered = max(positions, 2 * covered, 256)
             self._cos, self._sin = rotary_tables(self.inv_freq, covered, self.dtype)
             self._rotary_key = (covered, self.dtype, self.inv_freq.device)
@@ -285,7 +293,7 @@ class NativeLlama(nn.Module):
 
     def stack_projections(self) -> None:
         """Stack q/k/v and gate/up weights (the first forward does it); call again after replacing weight tensors."""
-        for block in self.layers:
+        for block in cast("list[Block]", self.layers):
             attn, mlp = block.self_attn, block.mlp
             attn.qkv_weight = _stack_weights(attn.q_proj, attn.k_proj, attn.v_proj)
             mlp.gate_up_weight = _stack_weights(mlp.gate_proj, mlp.up_proj)
@@ -311,8 +319,8 @@ def _stack_weights(*linears: nn.Linear) -> torch.Tensor:
 def _without_weight_init():
     """Skip random initialisation of parameters the checkpoint is about to overwrite (saves ~1 s)."""
     saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
-    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
-        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved  # type: ignore[method-assign]

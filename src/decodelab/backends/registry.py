@@ -78,8 +78,9 @@ def hub_loader(backend: str) -> BackendLoader:
     if backend != "auto":
         loader = BACKENDS[backend]
         if not loader.reads_hub:
-            raise BadInput(f"backend={backend!r} reads local directories only: download the model or use "
-                           "backend='auto'")
+            raise BadInput(
+                f"backend={backend!r} reads local directories only: download the model or use backend='auto'"
+            )
         return loader
     for loader in BACKENDS.values():
         if loader.reads_hub:

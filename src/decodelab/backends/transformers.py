@@ -69,8 +69,9 @@ class TransformersBackend:
         options: dict[str, Any] = {"use_cache": cache is not None}
         if cache is not None:
             if not isinstance(cache, TransformersCache):
-                raise Unsupported(f"the transformers backend runs on the cache its new_cache() makes, got a "
-                                  f"{type(cache).__name__}")
+                raise Unsupported(
+                    f"the transformers backend runs on the cache its new_cache() makes, got a {type(cache).__name__}"
+                )
             options["past_key_values"] = cache.cache  # the ids continue what it holds; advanced in place
         if last_only and self._keeps_logits:
             options["logits_to_keep"] = 1  # the model runs its head on the last position only

@@ -8,7 +8,18 @@ from collections.abc import Sequence
 
 from decodelab.errors import DecodelabError
 
-SUBCOMMANDS = ("tokens", "next", "generate", "beam", "score", "compare", "models", "serve", "plot", "tiny")  # each is decodelab.cli.<name> with add_parser() and run()
+SUBCOMMANDS = (
+    "tokens",
+    "next",
+    "generate",
+    "beam",
+    "score",
+    "compare",
+    "models",
+    "serve",
+    "plot",
+    "tiny",
+)  # each is decodelab.cli.<name> with add_parser() and run()
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

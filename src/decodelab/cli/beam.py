@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 
 from decodelab.cli.options import (
-    add_chat_options, add_json_option, add_model_option, load_model, positive_int, print_json, read_text,
+    add_chat_options,
+    add_json_option,
+    add_model_option,
+    load_model,
+    positive_int,
+    print_json,
+    read_text,
 )
 
-EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
+EARLY_STOPPING: dict[str, bool | str] = {"true": True, "false": False, "never": "never"}
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -19,20 +25,35 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("beam search")
     group.add_argument("--beams", type=int, default=4, metavar="N", help="live beams per step, >= 2 (4)")
     group.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N")
-    group.add_argument("--length-penalty", type=float, default=1.0, metavar="X",
-                       help="score = sum logprob / length ** X; > 0 favours longer sequences (1.0)")
-    group.add_argument("--early-stopping", choices=tuple(EARLY_STOPPING), default="false",
-                       help="true: stop once N hypotheses are finished; false: when none can improve (estimated "
-                            "at the current length); never: the same, estimated at --max-new-tokens (false)")
-    group.add_argument("--num-return-sequences", type=positive_int, default=1, metavar="N",
-                       help="best sequences to print, <= --beams (1)")
+    group.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="score = sum logprob / length ** X; > 0 favours longer sequences (1.0)",
+    )
+    group.add_argument(
+        "--early-stopping",
+        choices=tuple(EARLY_STOPPING),
+        default="false",
+        help="true: stop once N hypotheses are finished; false: when none can improve (estimated "
+        "at the current length); never: the same, estimated at --max-new-tokens (false)",
+    )
+    group.add_argument(
+        "--num-return-sequences",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="best sequences to print, <= --beams (1)",
+    )
     group.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
     group.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--tree", action="store_true", help="print the search tree after the sequences")
     add_json_option(output)
-    parser.add_argument("--max-children", type=positive_int, default=4, metavar="N",
-                        help="children shown per node with --tree (4)")
+    parser.add_argument(
+        "--max-children", type=positive_int, default=4, metavar="N", help="children shown per node with --tree (4)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -43,17 +64,24 @@ def run(args: argparse.Namespace) -> int:
     chat = args.chat or args.system is not None
     prompt_ids = lm.prompt_ids(read_text(args.prompt), chat=chat, system=args.system)
     result = beam_search(
-        lm, prompt_ids, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
-        length_penalty=args.length_penalty, early_stopping=EARLY_STOPPING[args.early_stopping],
-        num_return_sequences=args.num_return_sequences, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        lm,
+        prompt_ids,
+        num_beams=args.beams,
+        max_new_tokens=args.max_new_tokens,
+        length_penalty=args.length_penalty,
+        early_stopping=EARLY_STOPPING[args.early_stopping],
+        num_return_sequences=args.num_return_sequences,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
     )
     if args.json:
         print_json({"model": lm.name, **result.to_dict()})
         return 0
     for rank, hypothesis in enumerate(result.sequences, start=1):
-        print(f"--- #{rank}  score {hypothesis.score:.4f}  (sum logprob {hypothesis.sum_logprob:.3f}, "
-              f"{len(hypothesis.token_ids)} tokens, {hypothesis.finished_by})")
+        print(
+            f"--- #{rank}  score {hypothesis.score:.4f}  (sum logprob {hypothesis.sum_logprob:.3f}, "
+            f"{len(hypothesis.token_ids)} tokens, {hypothesis.finished_by})"
+        )
         print(hypothesis.text)
     if args.tree:
         print()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from decodelab.cli.options import (
-    add_chat_options, add_json_option, add_model_option, load_model, positive_int, print_json, read_text,
+    add_chat_options,
+    add_json_option,
+    add_model_option,
+    load_model,
+    positive_int,
+    print_json,
+    read_text,
 )
 from decodelab.compare import DEFAULT_STRATEGIES, compare, comparison_table, parse_strategies
 
@@ -13,8 +19,12 @@ from decodelab.compare import DEFAULT_STRATEGIES, compare, comparison_table, par
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("compare", help="run decoding strategies side by side and measure their outputs")
     parser.add_argument("prompt", metavar="PROMPT", help="prompt text ('-' reads standard input)")
-    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES, metavar="LIST",
-                        help=f"';'-separated strategies, settings joined by ',' (default: {DEFAULT_STRATEGIES!r})")
+    parser.add_argument(
+        "--strategies",
+        default=DEFAULT_STRATEGIES,
+        metavar="LIST",
+        help=f"';'-separated strategies, settings joined by ',' (default: {DEFAULT_STRATEGIES!r})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="one seed for every sampling strategy (0)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N")
     add_model_option(parser)
@@ -29,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
     ids = lm.prompt_ids(read_text(args.prompt), chat=args.chat or args.system is not None, system=args.system)
     outcomes = compare(lm, ids, strategies, seed=args.seed, max_new_tokens=args.max_new_tokens)
     if args.json:
-        print_json({"model": lm.name, "prompt_tokens": len(ids), "seed": args.seed,
-                    "outcomes": [outcome.to_dict() for outcome in outcomes]})
+        print_json(
+            {
+                "model": lm.name,
+                "prompt_tokens": len(ids),
+                "seed": args.seed,
+                "outcomes": [outcome.to_dict() for outcome in outcomes],
+            }
+        )
     else:
         print(comparison_table(outcomes))
     return 0

@@ -7,12 +7,19 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from decodelab.cli.options import (
-    add_chat_options, add_json_option, add_model_option, load_model, positive_int, print_json, read_text,
+    add_chat_options,
+    add_json_option,
+    add_model_option,
+    load_model,
+    positive_int,
+    print_json,
+    read_text,
 )
 from decodelab.cli.sampler_options import add_sampler_flags, sampler_options
 from decodelab.tokens import visible
 
 if TYPE_CHECKING:
+    from decodelab.engine import Generation
     from decodelab.model import LM
 
 
@@ -37,15 +44,20 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stop", action="append", default=[], metavar="STRING", help="stop string (repeatable)")
     group.add_argument("--max-time", type=float, default=None, metavar="SECONDS")
     group.add_argument("--seed", type=int, default=None)
-    group.add_argument("--samplers", default=None, metavar="ORDER",
-                       help="comma-separated stage order, e.g. top_k,temperature,top_p")
+    group.add_argument(
+        "--samplers", default=None, metavar="ORDER", help="comma-separated stage order, e.g. top_k,temperature,top_p"
+    )
     group.add_argument("--top-n", type=int, default=5, metavar="N", help="alternatives recorded per step (5)")
 
 
 def generation_options(args: argparse.Namespace, lm: LM) -> dict[str, Any]:
     return dict(
-        max_new_tokens=args.max_new_tokens, greedy=args.greedy, stop=tuple(args.stop), max_time=args.max_time,
-        seed=args.seed, top_n=args.top_n,
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.greedy,
+        stop=tuple(args.stop),
+        max_time=args.max_time,
+        seed=args.seed,
+        top_n=args.top_n,
         samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()) if args.samplers else None,
         **sampler_options(args, lm.tokenizer),
     )
@@ -83,14 +95,16 @@ def print_stream(generation) -> None:
         print(result.text)
 
 
-def print_trace(lm, generation, prompt_text: str) -> None:
+def print_trace(lm: LM, generation: Generation, prompt_text: str) -> None:
     """The tutorial's table: the input so far, then the five most likely choices with their %."""
     text = prompt_text
     for step in generation:
         if generation.n > 1:
             print(f"[row {step.row}] ", end="")
-        chosen = "" if generation.config.is_greedy else (
-            f"  ⇒ {visible(step.piece)} (rank {step.rank}, {step.prob:.2%} after samplers)"
+        chosen = (
+            ""
+            if generation.config.is_greedy
+            else (f"  ⇒ {visible(step.piece)} (rank {step.rank}, {step.prob:.2%} after samplers)")
         )
         print(f"{step.index:>3}  {visible(text[-60:])} → {step.choices()}{chosen}")
         if step.row == 0:

@@ -64,7 +64,7 @@ def _row(kind: str, name: str, path: Path) -> dict:
     return {"kind": kind, "name": name, "bytes": size, "path": str(path)}
 
 
-def human_size(size: int) -> str:
+def human_size(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

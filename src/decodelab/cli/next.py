@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from decodelab.cli.options import (
-    add_chat_options, add_json_option, add_model_option, load_model, positive_int, print_json, read_text,
+    add_chat_options,
+    add_json_option,
+    add_model_option,
+    load_model,
+    positive_int,
+    print_json,
+    read_text,
 )
 
 

@@ -19,7 +19,9 @@ def positive_int(text: str) -> int:
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", "-m", default=None,
+        "--model",
+        "-m",
+        default=None,
         help="hub id, model directory or .gguf file (default: the bundled SmolLM2-135M-Instruct)",
     )
 

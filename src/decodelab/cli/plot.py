@@ -1,10 +1,10 @@
 """`decodelab plot KIND PROMPT --out FILE`: write a plot as PNG or SVG (by the file's suffix).
 
-    decodelab plot next "The capital of France is" --out next.png --top 8
-    decodelab plot methods "The capital of France is" --out methods.png [--heatmap]
-    decodelab plot temperature "The capital of France is" --out temperature.svg
-    decodelab plot trace "Once upon a time" --out trace.png --top-p 0.9 --seed 1 --max-new-tokens 30
-    decodelab plot beam "The capital of France is" --beams 3 --max-new-tokens 6 --out beam.svg
+decodelab plot next "The capital of France is" --out next.png --top 8
+decodelab plot methods "The capital of France is" --out methods.png [--heatmap]
+decodelab plot temperature "The capital of France is" --out temperature.svg
+decodelab plot trace "Once upon a time" --out trace.png --top-p 0.9 --seed 1 --max-new-tokens 30
+decodelab plot beam "The capital of France is" --beams 3 --max-new-tokens 6 --out beam.svg
 """
 
 from __future__ import annotations
@@ -38,16 +38,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     next_.add_argument("--top", type=positive_int, default=10, metavar="N", help="tokens to show (10)")
 
     methods = _kind(kinds, "methods", "greedy, temperature, top-k, top-p and min-p side by side at the first step")
-    methods.add_argument("--methods", default=None, metavar="LIST",
-                         help="';'-separated methods as for compare (default: "
-                              "'greedy; temperature:0.8; top_k:5; top_p:0.9; min_p:0.1')")
+    methods.add_argument(
+        "--methods",
+        default=None,
+        metavar="LIST",
+        help="';'-separated methods as for compare (default: 'greedy; temperature:0.8; top_k:5; top_p:0.9; min_p:0.1')",
+    )
     methods.add_argument("--top", type=positive_int, default=10, metavar="N", help="tokens to show (10)")
     methods.add_argument("--seed", type=int, default=0, help="seed of the sampling methods' draws (0)")
     methods.add_argument("--heatmap", action="store_true", help="one heatmap (methods x tokens) instead of bars")
 
     temperature = _kind(kinds, "temperature", "how temperature reshapes the next-token distribution")
-    temperature.add_argument("--temperatures", type=positive_floats, default=(0.5, 1.0, 2.0), metavar="T,T,...",
-                             help="temperatures, one panel each (0.5,1,2)")
+    temperature.add_argument(
+        "--temperatures",
+        type=positive_floats,
+        default=(0.5, 1.0, 2.0),
+        metavar="T,T,...",
+        help="temperatures, one panel each (0.5,1,2)",
+    )
     temperature.add_argument("--top", type=positive_int, default=10, metavar="N", help="tokens to show (10)")
 
     trace = _kind(kinds, "trace", "generate, then chart each chosen token's probability and the entropy per step")
@@ -83,9 +91,15 @@ def run(args: argparse.Namespace) -> int:
         result = lm.generate(prompt, chat=chat, system=args.system, **generation_options(args, lm))
         plots.plot_trace(result, path=args.out)
     elif args.kind == "beam":
-        beams = lm.beam_search(prompt, chat=chat, system=args.system, num_beams=args.beams,
-                               max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty,
-                               num_return_sequences=args.num_return_sequences)
+        beams = lm.beam_search(
+            prompt,
+            chat=chat,
+            system=args.system,
+            num_beams=args.beams,
+            max_new_tokens=args.max_new_tokens,
+            length_penalty=args.length_penalty,
+            num_return_sequences=args.num_return_sequences,
+        )
         plots.plot_beam_tree(beams, show_pruned=not args.hide_pruned, path=args.out)
     else:
         dist = lm.next_token_distribution(prompt, chat=chat, system=args.system)

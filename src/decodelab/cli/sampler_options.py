@@ -19,11 +19,21 @@ def add_sampler_flags(group: argparse._ArgumentGroup) -> None:
     for declared in all_settings():
         help_text = declared.help if declared.stage in declared.name else f"{declared.help} [{declared.stage}]"
         if declared.kind in ("float", "int"):
-            group.add_argument(flag(declared), type=float if declared.kind == "float" else int, default=None,
-                               metavar=declared.metavar, help=help_text)
+            group.add_argument(
+                flag(declared),
+                type=float if declared.kind == "float" else int,
+                default=None,
+                metavar=declared.metavar,
+                help=help_text,
+            )
         else:  # token_ids, token_bias, strings: repeatable
-            group.add_argument(flag(declared), action="append", default=None, metavar=declared.metavar,
-                               help=help_text + " (repeatable)")
+            group.add_argument(
+                flag(declared),
+                action="append",
+                default=None,
+                metavar=declared.metavar,
+                help=help_text + " (repeatable)",
+            )
 
 
 def sampler_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from decodelab.cli.options import add_json_option, add_model_option, load_model,
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("score", help="score a text token by token: logprob, rank, surprisal, perplexity")
     parser.add_argument("text", metavar="TEXT", help="text to score ('-' reads standard input)")
-    parser.add_argument("--prompt", default=None, metavar="P",
-                        help="context the text continues; only the text's tokens are scored")
+    parser.add_argument(
+        "--prompt", default=None, metavar="P", help="context the text continues; only the text's tokens are scored"
+    )
     add_model_option(parser)
     add_json_option(parser)
     parser.set_defaults(run=run)

@@ -19,24 +19,43 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "serve", help="serve a model: OpenAI-compatible API, trace stream, and the web explorer at /"
     )
     add_model_option(parser)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+    )
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
-    parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on /v1 and /api requests (or set "
-                             f"{API_KEY_VARIABLE}, "
-                             "which other users cannot read from the process list)")
-    parser.add_argument("--allowed-hosts", default="", metavar="NAMES",
-                        help="comma-separated Host names to answer to besides localhost and --host "
-                             "(e.g. a machine name the class uses; '*' for any)")
-    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                        help="let pages from ORIGIN call the API from a browser (repeatable; off by default)")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on /v1 and /api requests (or set "
+        f"{API_KEY_VARIABLE}, "
+        "which other users cannot read from the process list)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        metavar="NAMES",
+        help="comma-separated Host names to answer to besides localhost and --host "
+        "(e.g. a machine name the class uses; '*' for any)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from ORIGIN call the API from a browser (repeatable; off by default)",
+    )
     limits = parser.add_argument_group("limits (memory and time a request may take; GET /api/info lists them)")
     for limit in fields(ServerLimits):
         kind = type(limit.default)
-        limits.add_argument("--" + limit.name.replace("_", "-"), type=positive(kind), default=limit.default,
-                            metavar="N" if kind is int else "S",
-                            help=f"{limit.metadata['help']} (default {limit.default})")
+        limits.add_argument(
+            "--" + limit.name.replace("_", "-"),
+            type=positive(kind),
+            default=limit.default,
+            metavar="N" if kind is int else "S",
+            help=f"{limit.metadata['help']} (default {limit.default})",
+        )
     parser.set_defaults(run=run)
 
 
@@ -71,13 +90,25 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
     lm = load_model(args)
     per_token = kv_bytes_per_token(lm.backend)
-    print(f"decodelab: serving {lm.name} at http://{args.host}:{args.port}/ (OpenAI API under /v1); KV budget "
-          f"{describe_tokens(limits['max_batch_tokens'], per_token)} for requests, "
-          f"{describe_tokens(limits['max_session_tokens'], per_token)} for sessions", file=sys.stderr)
+    print(
+        f"decodelab: serving {lm.name} at http://{args.host}:{args.port}/ (OpenAI API under /v1); KV budget "
+        f"{describe_tokens(limits['max_batch_tokens'], per_token)} for requests, "
+        f"{describe_tokens(limits['max_session_tokens'], per_token)} for sessions",
+        file=sys.stderr,
+    )
     if args.host in ("0.0.0.0", "::") and not args.allowed_hosts:
-        print("decodelab: other machines must reach this server by a name given to --allowed-hosts (its Host "
-              "header is checked against DNS rebinding); add --api-key too", file=sys.stderr)
-    serve(lm, host=args.host, port=args.port, api_key=api_key,
-          extra_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
-          cors_origins=args.cors_origin, **limits)
+        print(
+            "decodelab: other machines must reach this server by a name given to --allowed-hosts (its Host "
+            "header is checked against DNS rebinding); add --api-key too",
+            file=sys.stderr,
+        )
+    serve(
+        lm,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        extra_hosts=[name for name in args.allowed_hosts.split(",") if name.strip()],
+        cors_origins=args.cors_origin,
+        **limits,
+    )
     return 0

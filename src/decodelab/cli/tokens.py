@@ -7,7 +7,12 @@ import re
 import sys
 
 from decodelab.cli.options import (
-    add_chat_options, add_json_option, add_model_option, load_model, print_json, read_text,
+    add_chat_options,
+    add_json_option,
+    add_model_option,
+    load_model,
+    print_json,
+    read_text,
 )
 
 HIGHLIGHT, RESET = "\033[1;35m", "\033[0m"

@@ -18,6 +18,12 @@ from decodelab.plots.temperature import plot_temperatures
 from decodelab.plots.trace import plot_trace
 
 __all__ = [
-    "DEFAULT_METHODS", "decoding_methods", "plot_beam_tree", "plot_distribution", "plot_methods",
-    "plot_methods_heatmap", "plot_temperatures", "plot_trace",
+    "DEFAULT_METHODS",
+    "decoding_methods",
+    "plot_beam_tree",
+    "plot_distribution",
+    "plot_methods",
+    "plot_methods_heatmap",
+    "plot_temperatures",
+    "plot_trace",
 ]

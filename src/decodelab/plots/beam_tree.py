@@ -8,6 +8,7 @@ or pruned. The returned sequences' paths are drawn thick and their last nodes ca
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -21,8 +22,9 @@ STATUS_EDGE = {"root": "#555555", "kept": "#3182bd", "finished": "#238b45", "pru
 STATUS_TEXT = {"root": "black", "kept": "black", "finished": "black", "pruned": "#999999"}
 
 
-def plot_beam_tree(beam: BeamResult | BeamTree, show_pruned: bool = True,
-                   path: str | os.PathLike | None = None) -> Figure:
+def plot_beam_tree(
+    beam: BeamResult | BeamTree, show_pruned: bool = True, path: str | os.PathLike | None = None
+) -> Figure:
     """The search tree, one box per `BeamNode` (pruned ones too unless `show_pruned=False`)."""
     if path is not None:
         check_path(path)
@@ -31,34 +33,59 @@ def plot_beam_tree(beam: BeamResult | BeamTree, show_pruned: bool = True,
         raise BadInput(f"plot_beam_tree needs a BeamResult or BeamTree with nodes, got {type(beam).__name__}")
     shown = [node for node in tree.nodes if show_pruned or node.status != "pruned"]
     children: dict[int, list[BeamNode]] = {}
-    for node in shown[1:]:
-        children.setdefault(node.parent_id, []).append(node)
+    for node in shown[1:]:  # every node but the root has a parent
+        children.setdefault(cast(int, node.parent_id), []).append(node)
     rows = _layout(children)
     on_returned_path = {node.id for node_id in tree.returned for node in tree.path(node_id)}
     steps = max(node.step for node in shown) + 2  # the root's column and one per step
     figure = new_figure(1.0 + 1.35 * steps, 1.2 + 0.3 * max(len(_leaves(children)), 2))
     axes = figure.add_subplot()
     for node in shown[1:]:
-        parent = tree.nodes[node.parent_id]
+        parent = tree.nodes[cast(int, node.parent_id)]
         best = node.id in on_returned_path
-        axes.plot([parent.step, node.step], [rows[parent.id], rows[node.id]], zorder=1,
-                  color=STATUS_EDGE[node.status], linestyle=":" if node.status == "pruned" else "-",
-                  linewidth=2.5 if best else 0.9)
+        axes.plot(
+            [parent.step, node.step],
+            [rows[parent.id], rows[node.id]],
+            zorder=1,
+            color=STATUS_EDGE[node.status],
+            linestyle=":" if node.status == "pruned" else "-",
+            linewidth=2.5 if best else 0.9,
+        )
     for node in shown:
-        axes.text(node.step, rows[node.id], _label(tree, node), ha="center", va="center", fontsize=7, zorder=2,
-                  color=STATUS_TEXT[node.status], gid=f"beam-node-{node.id}",
-                  fontweight="bold" if node.id in on_returned_path else "normal",
-                  bbox=dict(boxstyle="round,pad=0.25", facecolor=STATUS_FILL[node.status],
-                            edgecolor=STATUS_EDGE[node.status], linestyle=":" if node.status == "pruned" else "-"))
+        axes.text(
+            node.step,
+            rows[node.id],
+            _label(tree, node),
+            ha="center",
+            va="center",
+            fontsize=7,
+            zorder=2,
+            color=STATUS_TEXT[node.status],
+            gid=f"beam-node-{node.id}",
+            fontweight="bold" if node.id in on_returned_path else "normal",
+            bbox=dict(
+                boxstyle="round,pad=0.25",
+                facecolor=STATUS_FILL[node.status],
+                edgecolor=STATUS_EDGE[node.status],
+                linestyle=":" if node.status == "pruned" else "-",
+            ),
+        )
     axes.set_xlim(-1.6, steps - 1.4)
     axes.set_ylim(max(rows.values()) + 0.8, -0.8)  # the best beams on top
     axes.set_xticks(range(-1, steps - 1), labels=["prompt", *(f"step {i}" for i in range(steps - 1))], fontsize=8)
     axes.tick_params(axis="x", length=0)
     axes.set_yticks([])
     axes.spines[:].set_visible(False)
-    axes.legend(handles=[Patch(facecolor=STATUS_FILL[s], edgecolor=STATUS_EDGE[s], label=s)
-                         for s in ("kept", "finished", "pruned")], loc="upper right", fontsize=7, frameon=False,
-                bbox_to_anchor=(1, 1.08), ncols=3)
+    axes.legend(
+        handles=[
+            Patch(facecolor=STATUS_FILL[s], edgecolor=STATUS_EDGE[s], label=s) for s in ("kept", "finished", "pruned")
+        ],
+        loc="upper right",
+        fontsize=7,
+        frameon=False,
+        bbox_to_anchor=(1, 1.08),
+        ncols=3,
+    )
     axes.set_title(f"beam search tree · search ended: {tree.stop_reason.replace('_', ' ')}", fontsize=10, loc="left")
     return save(figure, path)
 

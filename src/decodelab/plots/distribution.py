@@ -12,8 +12,13 @@ from decodelab.plots.figures import check_path, draw_bars, new_figure, prompt_ca
 from decodelab.tokens import token_piece
 
 
-def plot_distribution(dist: Distribution, top: int = 10, chosen: int | None = None, title: str | None = None,
-                      path: str | os.PathLike | None = None) -> Figure:
+def plot_distribution(
+    dist: Distribution,
+    top: int = 10,
+    chosen: int | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
     """Bars of the `top` most likely next tokens; `chosen` (a token id, default the most likely) in red.
 
     A chosen token outside the top is added as one more bar, so the highlight is always visible.
@@ -28,8 +33,9 @@ def plot_distribution(dist: Distribution, top: int = 10, chosen: int | None = No
         ids.append(chosen)
     figure = new_figure(6.4, 1.2 + 0.32 * len(ids))
     axes = figure.add_subplot()
-    draw_bars(axes, [token_label(token_piece(dist.tokenizer, i)) for i in ids], [dist.prob(i) for i in ids],
-              ids.index(chosen))
+    draw_bars(
+        axes, [token_label(token_piece(dist.tokenizer, i)) for i in ids], [dist.prob(i) for i in ids], ids.index(chosen)
+    )
     prompt = prompt_caption(dist.tokenizer.decode(dist.prompt_ids))
     axes.set_title(title or f"next token after “{prompt}”\nentropy {dist.entropy:.2f} nats", fontsize=10)
     return save(figure, path)

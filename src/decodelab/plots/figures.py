@@ -59,8 +59,9 @@ def prompt_caption(text: str, width: int = 48) -> str:
     return literal(flat if len(flat) <= width else "…" + flat[-(width - 1) :])
 
 
-def draw_bars(axes: Axes, labels: Sequence[str], probs: Sequence[float], chosen: int | None,
-              removed: Sequence[bool] = ()) -> None:
+def draw_bars(
+    axes: Axes, labels: Sequence[str], probs: Sequence[float], chosen: int | None, removed: Sequence[bool] = ()
+) -> None:
     """One horizontal bar per token (first on top) with its percentage; bar `chosen` in `CHOSEN`.
 
     `removed[i]` greys out label i: the token is still shown, with its 0 %, so panels line up.
@@ -78,8 +79,15 @@ def draw_bars(axes: Axes, labels: Sequence[str], probs: Sequence[float], chosen:
     top = max(probs, default=0.0)
     axes.set_xlim(0, max(top * 1.3, 0.05))
     for row, prob in enumerate(probs):
-        axes.annotate(f"{prob:.1%}", (prob, row), xytext=(3, 0), textcoords="offset points", va="center",
-                      fontsize=8, fontweight="bold" if row == chosen else "normal")
+        axes.annotate(
+            f"{prob:.1%}",
+            (prob, row),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            fontweight="bold" if row == chosen else "normal",
+        )
     axes.set_xlabel("probability")
     axes.spines[["top", "right"]].set_visible(False)
 

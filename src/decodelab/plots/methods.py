@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from matplotlib.figure import Figure
@@ -21,7 +22,14 @@ from decodelab.distribution import Distribution
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
 from decodelab.plots.figures import (
-    CHOSEN, check_path, draw_bars, new_figure, prompt_caption, save, share_scale, token_label,
+    CHOSEN,
+    check_path,
+    draw_bars,
+    new_figure,
+    prompt_caption,
+    save,
+    share_scale,
+    token_label,
 )
 from decodelab.samplers import History
 from decodelab.tokens import token_piece
@@ -53,29 +61,36 @@ class MethodPanels:
         return [float(panel.probs[i]) for i in self.ids]
 
 
-def decoding_methods(dist: Distribution, methods: str = DEFAULT_METHODS, top: int = 10,
-                     seed: int = 0) -> MethodPanels:
+def decoding_methods(dist: Distribution, methods: str = DEFAULT_METHODS, top: int = 10, seed: int = 0) -> MethodPanels:
     """Run each method's sampler chain on `dist`'s raw logits and pick its token (seeded draws use `seed`)."""
     raw = dist.logits[None]  # (1, V)
     history = History(torch.tensor([dist.prompt_ids], device=raw.device), len(dist.prompt_ids))
     panels = []
     for strategy in parse_strategies(methods):
         if strategy.kind == "beam":
-            raise BadInput(f"{strategy.label!r} keeps several sequences, not one next-token distribution: "
-                           "plot it with plot_beam_tree (or `decodelab plot beam`)")
+            raise BadInput(
+                f"{strategy.label!r} keeps several sequences, not one next-token distribution: "
+                "plot it with plot_beam_tree (or `decodelab plot beam`)"
+            )
         config = GenerationConfig(seed=seed, **strategy.options)
         final = config.chain()(raw, history)  # (1, V)
         chosen = int(select(final, config.is_greedy, [seed], position=0)[0])  # the engine's pick at step 0
-        panels.append(MethodPanel(strategy.label, config, final[0].softmax(dim=-1), chosen,
-                                  int(torch.isfinite(final[0]).sum())))
+        panels.append(
+            MethodPanel(strategy.label, config, final[0].softmax(dim=-1), chosen, int(torch.isfinite(final[0]).sum()))
+        )
     ids = [candidate.id for candidate in dist.top(top)]
     extra = {panel.chosen for panel in panels} - set(ids)
     ids += sorted(extra, key=lambda i: -dist.prob(i))
     return MethodPanels(ids, [token_piece(dist.tokenizer, i) for i in ids], panels)
 
 
-def plot_methods(dist: Distribution, methods: str = DEFAULT_METHODS, top: int = 10, seed: int = 0,
-                 path: str | os.PathLike | None = None) -> Figure:
+def plot_methods(
+    dist: Distribution,
+    methods: str = DEFAULT_METHODS,
+    top: int = 10,
+    seed: int = 0,
+    path: str | os.PathLike | None = None,
+) -> Figure:
     """One bar panel per method: post-chain probabilities of the top tokens, the picked token in red."""
     if path is not None:
         check_path(path)
@@ -95,8 +110,13 @@ def plot_methods(dist: Distribution, methods: str = DEFAULT_METHODS, top: int = 
     return save(figure, path)
 
 
-def plot_methods_heatmap(dist: Distribution, methods: str = DEFAULT_METHODS, top: int = 10, seed: int = 0,
-                         path: str | os.PathLike | None = None) -> Figure:
+def plot_methods_heatmap(
+    dist: Distribution,
+    methods: str = DEFAULT_METHODS,
+    top: int = 10,
+    seed: int = 0,
+    path: str | os.PathLike | None = None,
+) -> Figure:
     """The tutorial's heatmap: methods (rows) x top tokens (columns), each cell a post-chain probability;
     the picked token's cell is outlined in red."""
     if path is not None:
@@ -106,16 +126,35 @@ def plot_methods_heatmap(dist: Distribution, methods: str = DEFAULT_METHODS, top
     figure = new_figure(1.6 + 0.75 * len(view.ids), 1.6 + 0.55 * len(view.panels))
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(max(row) for row in matrix), aspect="auto")
-    axes.set_xticks(range(len(view.ids)), labels=[token_label(piece) for piece in view.pieces],
-                    rotation=45, ha="right", rotation_mode="anchor")
+    axes.set_xticks(
+        range(len(view.ids)),
+        labels=[token_label(piece) for piece in view.pieces],
+        rotation=45,
+        ha="right",
+        rotation_mode="anchor",
+    )
     axes.set_yticks(range(len(view.panels)), labels=[panel.label for panel in view.panels])
-    peak = image.norm.vmax
+    peak = cast(float, image.norm.vmax)  # set from the data by imshow
     for row, (panel, probs) in enumerate(zip(view.panels, matrix)):
         for column, prob in enumerate(probs):
-            axes.text(column, row, f"{prob:.0%}" if prob >= 0.005 else "·", ha="center", va="center", fontsize=8,
-                      color="white" if prob > 0.6 * peak else "black")
-        outline = Rectangle((view.ids.index(panel.chosen) - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=CHOSEN,
-                            linewidth=2.5, gid=f"chosen-{row}")
+            axes.text(
+                column,
+                row,
+                f"{prob:.0%}" if prob >= 0.005 else "·",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if prob > 0.6 * peak else "black",
+            )
+        outline = Rectangle(
+            (view.ids.index(panel.chosen) - 0.5, row - 0.5),
+            1,
+            1,
+            fill=False,
+            edgecolor=CHOSEN,
+            linewidth=2.5,
+            gid=f"chosen-{row}",
+        )
         axes.add_patch(outline)
     figure.colorbar(image, ax=axes, label="probability after the sampler chain", shrink=0.8)
     prompt = prompt_caption(dist.tokenizer.decode(dist.prompt_ids))

@@ -10,7 +10,13 @@ from matplotlib.figure import Figure
 
 from decodelab.distribution import Distribution
 from decodelab.plots.figures import (
-    check_path, draw_bars, new_figure, prompt_caption, save, share_scale, token_label,
+    check_path,
+    draw_bars,
+    new_figure,
+    prompt_caption,
+    save,
+    share_scale,
+    token_label,
 )
 from decodelab.samplers import History, Temperature
 from decodelab.tokens import token_piece
@@ -22,8 +28,12 @@ def tempered(dist: Distribution, temperature: float) -> torch.Tensor:
     return Temperature(temperature)(dist.logits[None], history)[0].softmax(dim=-1)
 
 
-def plot_temperatures(dist: Distribution, temperatures: Sequence[float] = (0.5, 1.0, 2.0), top: int = 10,
-                      path: str | os.PathLike | None = None) -> Figure:
+def plot_temperatures(
+    dist: Distribution,
+    temperatures: Sequence[float] = (0.5, 1.0, 2.0),
+    top: int = 10,
+    path: str | os.PathLike | None = None,
+) -> Figure:
     """One panel per temperature over the same `top` tokens (the model's most likely), with each entropy.
 
     T < 1 sharpens the distribution (the top token takes more), T > 1 flattens it (the tail gains).

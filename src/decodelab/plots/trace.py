@@ -28,14 +28,36 @@ def plot_trace(trace: Result | Generation, row: int = 0, path: str | os.PathLike
     x = [step.index for step in steps]
     figure = new_figure(min(20.0, max(6.4, 1.5 + 0.3 * len(steps))), 5.2)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-    top.plot(x, [step.prob for step in steps], "o-", color=CHOSEN, markersize=4, gid="prob",
-             label="chosen token, after the sampler chain")
-    top.plot(x, [step.raw_prob for step in steps], "s--", color="#555555", markersize=3, linewidth=1, gid="raw_prob",
-             label="chosen token, under the model")
+    top.plot(
+        x,
+        [step.prob for step in steps],
+        "o-",
+        color=CHOSEN,
+        markersize=4,
+        gid="prob",
+        label="chosen token, after the sampler chain",
+    )
+    top.plot(
+        x,
+        [step.raw_prob for step in steps],
+        "s--",
+        color="#555555",
+        markersize=3,
+        linewidth=1,
+        gid="raw_prob",
+        label="chosen token, under the model",
+    )
     forced = [step for step in steps if step.forced]
     if forced:
-        top.plot([s.index for s in forced], [s.prob for s in forced], "x", color="black", markersize=8,
-                 gid="forced", label="appended by hand")
+        top.plot(
+            [s.index for s in forced],
+            [s.prob for s in forced],
+            "x",
+            color="black",
+            markersize=8,
+            gid="forced",
+            label="appended by hand",
+        )
     top.set_ylim(0, 1.05)
     top.set_ylabel("probability")
     top.legend(loc="lower left", fontsize=8, frameon=False)
@@ -44,17 +66,32 @@ def plot_trace(trace: Result | Generation, row: int = 0, path: str | os.PathLike
     bottom.fill_between(x, entropies, alpha=0.15, color="#3182bd")
     bottom.set_ylabel("entropy (nats)")
     if all(math.isnan(e) for e in entropies):
-        bottom.text(0.5, 0.5, "generated with trace=False: no entropy recorded", transform=bottom.transAxes,
-                    ha="center", va="center", color="#777777")
+        bottom.text(
+            0.5,
+            0.5,
+            "generated with trace=False: no entropy recorded",
+            transform=bottom.transAxes,
+            ha="center",
+            va="center",
+            color="#777777",
+        )
     every = max(1, math.ceil(len(steps) / MAX_LABELS))
-    bottom.set_xticks(x[::every], labels=[token_label(step.piece) for step in steps[::every]], rotation=60,
-                      ha="right", rotation_mode="anchor", fontsize=8)
+    bottom.set_xticks(
+        x[::every],
+        labels=[token_label(step.piece) for step in steps[::every]],
+        rotation=60,
+        ha="right",
+        rotation_mode="anchor",
+        fontsize=8,
+    )
     bottom.set_xlabel("generated token")
     for axes in (top, bottom):
         axes.spines[["top", "right"]].set_visible(False)
         axes.grid(axis="y", alpha=0.3)
-    top.set_title(f"{len(steps)} tokens · stopped by {literal(str(result.stop_reason))} · "
-                  f"log P = {result.logprob:.2f}", fontsize=10)
+    top.set_title(
+        f"{len(steps)} tokens · stopped by {literal(str(result.stop_reason))} · log P = {result.logprob:.2f}",
+        fontsize=10,
+    )
     return save(figure, path)
 
 

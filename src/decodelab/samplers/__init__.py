@@ -15,19 +15,46 @@ from __future__ import annotations
 from typing import Any
 
 from decodelab.samplers.base import (
-    FILTERED, MAX_BIAS, MAX_PENALTY, MIN_TEMPERATURE, History, Setting, Stage, setting,
+    FILTERED,
+    MAX_BIAS,
+    MAX_PENALTY,
+    MIN_TEMPERATURE,
+    History,
+    Setting,
+    Stage,
+    setting,
 )
 from decodelab.samplers.chain import SamplerChain, StageReport
 from decodelab.samplers.registry import (
-    STAGES, all_settings, default_order, describe_stages, load_stages, register, settings_by_name,
+    STAGES,
+    all_settings,
+    default_order,
+    describe_stages,
+    load_stages,
+    register,
+    settings_by_name,
 )
 
 load_stages()
 DEFAULT_ORDER: tuple[str, ...] = default_order()
 
 __all__ = [
-    "DEFAULT_ORDER", "FILTERED", "MAX_BIAS", "MAX_PENALTY", "MIN_TEMPERATURE", "STAGES", "History", "SamplerChain",
-    "Setting", "Stage", "StageReport", "all_settings", "default_order", "describe_stages", "register", "setting",
+    "DEFAULT_ORDER",
+    "FILTERED",
+    "MAX_BIAS",
+    "MAX_PENALTY",
+    "MIN_TEMPERATURE",
+    "STAGES",
+    "History",
+    "SamplerChain",
+    "Setting",
+    "Stage",
+    "StageReport",
+    "all_settings",
+    "default_order",
+    "describe_stages",
+    "register",
+    "setting",
     "settings_by_name",
 ]
 

@@ -94,8 +94,15 @@ class Setting:
     def describe(self) -> dict:
         """JSON for the page and /api/info."""
         default = _json(self.default)
-        return {"name": self.name, "kind": self.kind, "default": default, "off": [_json(v) for v in self.off],
-                "allowed": self.allowed, "help": self.help, "slider": list(self.slider) if self.slider else None}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "default": default,
+            "off": [_json(v) for v in self.off],
+            "allowed": self.allowed,
+            "help": self.help,
+            "slider": list(self.slider) if self.slider else None,
+        }
 
 
 def _json(value: Any) -> Any:
@@ -113,14 +120,30 @@ def _is_one_of(value: Any, options: tuple) -> bool:
     return False
 
 
-def setting(*, kind: str, allowed: str, check: Callable[[Any], bool], help: str, off: tuple = (None,),
-            default: Any = MISSING, metavar: str = "X", slider: tuple[float, float, float] | None = None) -> Any:
+def setting(
+    *,
+    kind: str,
+    allowed: str,
+    check: Callable[[Any], bool],
+    help: str,
+    off: tuple = (None,),
+    default: Any = MISSING,
+    metavar: str = "X",
+    slider: tuple[float, float, float] | None = None,
+) -> Any:
     """Declare a stage's field as a setting. A stage's first setting has no default (the stage needs it) and
     `off` says which config values leave the stage out; later settings have a `default` of their own."""
     if kind not in KINDS:
         raise TypeError(f"setting kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    declared = {"kind": kind, "allowed": allowed, "check": check, "help": help, "off": off, "metavar": metavar,
-                "slider": slider}
+    declared = {
+        "kind": kind,
+        "allowed": allowed,
+        "check": check,
+        "help": help,
+        "off": off,
+        "metavar": metavar,
+        "slider": slider,
+    }
     if default is MISSING:
         return field(metadata={"setting": declared})
     if isinstance(default, (dict, list)):

@@ -36,7 +36,7 @@ def rewrite(text: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise BadInput(f"the markers {BEGIN!r} ... {END!r} are not in the file: add them where the list goes")
-    return text[:start] + block() + text[end + len(END):]
+    return text[:start] + block() + text[end + len(END) :]
 
 
 def main(argv: list[str]) -> int:

@@ -64,4 +64,3 @@ class SamplerChain:
             if stage.stateful:
                 memory[stage.name] = stage.remember(history.memory.get(stage.name), final_logits, tokens)
         return memory
-

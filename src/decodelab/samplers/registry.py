@@ -72,8 +72,12 @@ def settings_by_name() -> dict[str, Setting]:
 def describe_stages() -> list[dict]:
     """The registry as JSON (for /api/info and the page): name, position, warper, settings, docs."""
     return [
-        {"name": stage.name, "position": stage.position, "warper": stage.warper,
-         "doc": " ".join((stage.__doc__ or "").strip().split("\n\n")[0].split()),
-         "settings": [declared.describe() for declared in stage.settings]}
+        {
+            "name": stage.name,
+            "position": stage.position,
+            "warper": stage.warper,
+            "doc": " ".join((stage.__doc__ or "").strip().split("\n\n")[0].split()),
+            "settings": [declared.describe() for declared in stage.settings],
+        }
         for stage in STAGES.values()
     ]

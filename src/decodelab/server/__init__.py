@@ -12,8 +12,15 @@ from decodelab.server.limits import ServerLimits
 __all__ = ["ServerLimits", "create_app", "serve"]
 
 
-def serve(lm, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          extra_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), **limits) -> None:
+def serve(
+    lm,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    extra_hosts: Iterable[str] = (),
+    cors_origins: Iterable[str] = (),
+    **limits,
+) -> None:
     """Serve `lm` until interrupted. Binds to loopback unless `host` says otherwise; `limits` are
     `ServerLimits` fields."""
     import uvicorn

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -34,16 +34,26 @@ class ServerState:
     api_key: str | None = None
 
 
-def create_app(lm: LM, *, api_key: str | None = None, host: str = "127.0.0.1", extra_hosts: Iterable[str] = (),
-               cors_origins: Iterable[str] = (), **limits) -> FastAPI:
+def create_app(
+    lm: LM,
+    *,
+    api_key: str | None = None,
+    host: str = "127.0.0.1",
+    extra_hosts: Iterable[str] = (),
+    cors_origins: Iterable[str] = (),
+    **limits,
+) -> FastAPI:
     """The server for one loaded model. `limits` are `ServerLimits` fields (max_queue=8, max_body_bytes, ...);
     `host` and `extra_hosts` are the Host names it answers to besides localhost."""
     from decodelab.server import explorer_api, openai_api, session_api
 
     bounds = ServerLimits(**limits)
     state = ServerState(
-        lm, Runner(bounds.max_queue, bounds.max_batch_tokens),
-        SessionStore(bounds.max_sessions, bounds.max_session_tokens, bounds.session_ttl), bounds, api_key,
+        lm,
+        Runner(bounds.max_queue, bounds.max_batch_tokens),
+        SessionStore(bounds.max_sessions, bounds.max_session_tokens, bounds.session_ttl),
+        bounds,
+        api_key,
     )
 
     @contextlib.asynccontextmanager
@@ -63,13 +73,17 @@ def create_app(lm: LM, *, api_key: str | None = None, host: str = "127.0.0.1", e
     async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html; charset=utf-8")
 
-    app.openapi = _without_fastapi_422(app)
+    app.openapi = _without_fastapi_422(app)  # type: ignore[method-assign]  # FastAPI's documented way
     # Outermost last: the Host check, then CORS (only when asked for), then the key and the body.
     app.add_middleware(RequestGuard, limits=bounds, api_key=api_key)
     origins = list(cors_origins)
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", SECRET_HEADER])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", SECRET_HEADER],
+        )
     app.add_middleware(HostGuard, hosts=allowed_hosts(host, extra_hosts))
     return app
 
@@ -79,9 +93,9 @@ def _without_fastapi_422(app: FastAPI):
     does), which ERROR_RESPONSES declares. The schema says what the server does."""
     generate = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
+            schema = app.openapi_schema = generate()
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
                     operation.get("responses", {}).pop("422", None)

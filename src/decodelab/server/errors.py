@@ -22,15 +22,24 @@ INTERNAL_ERROR = "internal error: the server failed on this request (details are
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.type, self.param, self.code), status_code=self.status,
-                            headers=self.headers)
+        return JSONResponse(
+            error_body(self.message, self.type, self.param, self.code), status_code=self.status, headers=self.headers
+        )
 
 
 class ErrorDetail(BaseModel):
@@ -59,8 +68,9 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -90,7 +100,10 @@ def validation_message(errors: list[dict]) -> tuple[str, str | None]:
             return "the request body must be a JSON object sent with 'Content-Type: application/json'", None
         return f"the request body must be a JSON object, got {type(got).__name__}", None
     if error.get("type") == "json_invalid":
-        return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): send a JSON object", None
+        return (
+            f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): send a JSON object",
+            None,
+        )
     if error.get("type") == "extra_forbidden":
         name = str(error.get("loc", ("",))[-1])
         return f"unrecognized request argument {name!r}: remove it (see the README for supported fields)", param
@@ -131,8 +144,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = error.detail if isinstance(error.detail, str) else "request failed"
         if error.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
-        return JSONResponse(error_body(message, kind), status_code=error.status_code,
-                            headers=getattr(error, "headers", None))  # 405 says which methods are allowed
+        return JSONResponse(
+            error_body(message, kind), status_code=error.status_code, headers=getattr(error, "headers", None)
+        )  # 405 says which methods are allowed
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

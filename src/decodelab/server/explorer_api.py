@@ -18,7 +18,7 @@ and claims the KV-cache tokens it will hold before it allocates them (see `runne
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from fastapi import APIRouter, Request
@@ -42,6 +42,9 @@ from decodelab.server.explorer_schemas import (
 from decodelab.server.limits import kv_bytes_per_token, kv_cost
 from decodelab.server.session_api import Secret, next_payload, prompt_ids_and_rows
 from decodelab.server.sse import EventStream, event, finite
+
+if TYPE_CHECKING:
+    from decodelab.model import LM
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -81,7 +84,7 @@ async def stats(request: Request) -> dict:
     }
 
 
-def _tokenize(lm, body: PromptRequest) -> dict:
+def _tokenize(lm: LM, body: PromptRequest) -> dict:
     prompt = body.prompt_input()
     if body.is_chat():
         view = lm.chat_tokens(prompt, body.system)
@@ -99,7 +102,7 @@ async def tokenize(body: PromptRequest, request: Request) -> dict:
         return await app.runner.call(_tokenize, app.lm, body)
 
 
-def _next(lm, body: NextRequest, ids: list[int], rows: list[dict]) -> dict:
+def _next(lm: LM, body: NextRequest, ids: list[int], rows: list[dict]) -> dict:
     session = lm.session(ids, config=make_generation_config(body.config))
     return finite(
         {

@@ -46,7 +46,7 @@ class PromptFields(Strict):
 
 
 class PromptRequest(PromptFields):
-    prompt: str | list[int] | None = None  # plain text (or ids) ...
+    prompt: str | list[int] | None = None  # type: ignore[assignment]  # plain text, or ids here
     system: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)  # GenerationConfig fields
 

@@ -71,10 +71,13 @@ class HostGuard:
 
     def _refusal(self, scope: Scope) -> JSONResponse:
         host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        return _reply(400, f"this server does not answer to the Host {host!r} (a guard against DNS rebinding): "
-                           f"use one of {', '.join(self.hosts)}, or start decodelab serve with --allowed-hosts "
-                           f"{host.rsplit(':', 1)[0] if host and not host.endswith(']') else host or 'NAME'}",
-                      code="host_not_allowed")
+        return _reply(
+            400,
+            f"this server does not answer to the Host {host!r} (a guard against DNS rebinding): "
+            f"use one of {', '.join(self.hosts)}, or start decodelab serve with --allowed-hosts "
+            f"{host.rsplit(':', 1)[0] if host and not host.endswith(']') else host or 'NAME'}",
+            code="host_not_allowed",
+        )
 
 
 class RequestGuard:
@@ -112,9 +115,13 @@ class RequestGuard:
         if scheme.lower() == b"bearer" and secrets.compare_digest(given.strip(), self.api_key):
             return None
         what = "no API key was sent" if not given.strip() else "the API key is wrong"
-        return _reply(401, f"{what}: send the header 'Authorization: Bearer <key>' with the key given to "
-                           "decodelab serve (--api-key or DECODELAB_API_KEY)", type="authentication_error",
-                      code="invalid_api_key")
+        return _reply(
+            401,
+            f"{what}: send the header 'Authorization: Bearer <key>' with the key given to "
+            "decodelab serve (--api-key or DECODELAB_API_KEY)",
+            type="authentication_error",
+            code="invalid_api_key",
+        )
 
     def _check_length(self, headers: dict[bytes, bytes]) -> JSONResponse | None:
         declared = headers.get(b"content-length")
@@ -127,9 +134,13 @@ class RequestGuard:
         return None
 
     def _too_large(self, size: str) -> JSONResponse:
-        return _reply(413, f"the request body is {size} and this server "
-                           f"takes at most {self.limits.max_body_bytes} (decodelab serve --max-body-bytes): "
-                           "send a shorter prompt", code="request_too_large")
+        return _reply(
+            413,
+            f"the request body is {size} and this server "
+            f"takes at most {self.limits.max_body_bytes} (decodelab serve --max-body-bytes): "
+            "send a shorter prompt",
+            code="request_too_large",
+        )
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The whole body, refused once it passes `max_body_bytes` or takes longer than `body_timeout`."""
@@ -140,8 +151,13 @@ class RequestGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                raise _Refused(_reply(408, f"the request body did not arrive within {self.limits.body_timeout:g} s: "
-                                           "send it at once", code="request_timeout")) from None
+                raise _Refused(
+                    _reply(
+                        408,
+                        f"the request body did not arrive within {self.limits.body_timeout:g} s: send it at once",
+                        code="request_timeout",
+                    )
+                ) from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
@@ -160,8 +176,11 @@ class RequestGuard:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as error:
-            return _reply(400, f"the request body is not UTF-8 (byte {body[error.start]:#04x} at offset "
-                               f"{error.start}): send JSON encoded as UTF-8")
+            return _reply(
+                400,
+                f"the request body is not UTF-8 (byte {body[error.start]:#04x} at offset "
+                f"{error.start}): send JSON encoded as UTF-8",
+            )
         try:
             document = json.loads(text)
         except RecursionError:
@@ -170,12 +189,19 @@ class RequestGuard:
             return None  # the route says what is wrong with it
         place, characters = text_problems(document)
         if place is not None:
-            return _reply(400, f"{place} holds a lone UTF-16 surrogate, which is not a character: send valid "
-                               "Unicode text (an emoji as a surrogate pair, or as UTF-8)")
+            return _reply(
+                400,
+                f"{place} holds a lone UTF-16 surrogate, which is not a character: send valid "
+                "Unicode text (an emoji as a surrogate pair, or as UTF-8)",
+            )
         if characters > self.limits.max_prompt_chars:
-            return _reply(400, f"the request holds {characters} characters of text and this server takes at most "
-                               f"{self.limits.max_prompt_chars} (decodelab serve --max-prompt-chars): send a "
-                               "shorter prompt", code="prompt_too_long")
+            return _reply(
+                400,
+                f"the request holds {characters} characters of text and this server takes at most "
+                f"{self.limits.max_prompt_chars} (decodelab serve --max-prompt-chars): send a "
+                "shorter prompt",
+                code="prompt_too_long",
+            )
         return None
 
 

@@ -28,8 +28,11 @@ class ServerLimits:
     max_body_bytes: int = _limit(4 * MiB, "largest request body in bytes; larger ones get 413")
     max_prompt_chars: int = _limit(200_000, "characters of text in one request, checked before tokenizing")
     max_queue: int = _limit(8, "requests admitted at once, running or waiting; more get 429")
-    max_batch_tokens: int = _limit(65_536, "KV-cache tokens that admitted requests may hold at once "
-                                           "(rows x (prompt + new tokens)); one request over it gets 400")
+    max_batch_tokens: int = _limit(
+        65_536,
+        "KV-cache tokens that admitted requests may hold at once "
+        "(rows x (prompt + new tokens)); one request over it gets 400",
+    )
     max_sessions: int = _limit(32, "live explorer sessions; more get 429 (none is evicted)")
     max_session_tokens: int = _limit(65_536, "KV-cache tokens all live sessions may hold together")
     session_ttl: float = _limit(1800.0, "seconds an idle session lives")
@@ -58,8 +61,9 @@ def kv_bytes_per_token(backend) -> int | None:
     layers = _first(text, "num_layers", "num_hidden_layers", "n_layer")
     heads = _first(text, "num_kv_heads", "num_key_value_heads", "num_attention_heads", "n_head")
     width = _first(text, "hidden_size", "n_embd", "d_model")
-    head_dim = _first(text, "head_dim") or (width // (_first(text, "num_attention_heads", "n_head") or 1)
-                                            if width else None)
+    head_dim = _first(text, "head_dim") or (
+        width // (_first(text, "num_attention_heads", "n_head") or 1) if width else None
+    )
     if not (layers and heads and head_dim):
         return None
     element = torch.finfo(backend.dtype).bits // 8 if backend.dtype.is_floating_point else 4

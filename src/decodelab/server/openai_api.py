@@ -46,9 +46,10 @@ def served_names(lm: LM) -> list[str]:
 @router.get("/models")
 async def list_models(request: Request) -> dict:
     lm = _app(request).lm
-    return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": "decodelab"} for name in served_names(lm)
-    ]}
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "decodelab"} for name in served_names(lm)],
+    }
 
 
 @router.get("/models/{model_id:path}")
@@ -59,8 +60,12 @@ async def get_model(model_id: str, request: Request) -> dict:
 
 def _check_model(lm: LM, name: str) -> None:
     if name not in served_names(lm):
-        raise APIError(404, f"the model {name!r} does not exist here: this server serves {lm.name!r} (see GET /v1/models)",
-                       param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist here: this server serves {lm.name!r} (see GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
 
 
 def _finish_reason(reason: StopReason) -> str:
@@ -70,24 +75,36 @@ def _finish_reason(reason: StopReason) -> str:
 def _max_tokens(lm: LM, requested: int | None, prompt_length: int, default: int) -> int:
     room = lm.context_length - prompt_length
     if room <= 0:
-        raise APIError(400, f"the prompt is {prompt_length} tokens and {lm.name} reads at most {lm.context_length}: "
-                            "shorten it")
+        raise APIError(
+            400, f"the prompt is {prompt_length} tokens and {lm.name} reads at most {lm.context_length}: shorten it"
+        )
     if requested is None:
         return min(room, default)
     if requested > room:
-        raise APIError(400, f"max_tokens is {requested} but the prompt has {prompt_length} tokens and {lm.name} "
-                            f"reads at most {lm.context_length}: ask for at most {room}", param="max_tokens")
+        raise APIError(
+            400,
+            f"max_tokens is {requested} but the prompt has {prompt_length} tokens and {lm.name} "
+            f"reads at most {lm.context_length}: ask for at most {room}",
+            param="max_tokens",
+        )
     return requested
 
 
 def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int) -> GenerationConfig:
-    return GenerationConfig.from_dict({
-        **body.sampler_settings(), "max_new_tokens": max_tokens, "stop": tuple(body.stop or ()), "seed": seed,
-        "top_n": top_logprobs, "trace": top_logprobs > 0,
-    })
+    return GenerationConfig.from_dict(
+        {
+            **body.sampler_settings(),
+            "max_new_tokens": max_tokens,
+            "stop": tuple(body.stop or ()),
+            "seed": seed,
+            "top_n": top_logprobs,
+            "trace": top_logprobs > 0,
+        }
+    )
 
 
 # --- logprobs, in the two shapes OpenAI uses ---------------------------------------------------------------------
+
 
 def _log(prob: float) -> float:
     return math.log(prob) if prob > 0 else -9999.0  # OpenAI's stand-in for log(0)
@@ -135,16 +152,21 @@ def completion_logprobs(steps: list[Step], top: int, offsets: list[int]) -> dict
 
 def chat_logprobs(steps: list[Step], top: int) -> dict:
     """The chat shape: one entry per token, each with its bytes and its `top` alternatives."""
-    return {"content": [
-        {
-            "token": step.piece, "logprob": step.logprob, "bytes": list(step.bytes),
-            "top_logprobs": [
-                {"token": alt.piece, "logprob": _alternative_logprob(step, alt), "bytes": list(alt.bytes)}
-                for alt in step.raw_top[:top]
-            ],
-        }
-        for step in steps
-    ], "refusal": None}
+    return {
+        "content": [
+            {
+                "token": step.piece,
+                "logprob": step.logprob,
+                "bytes": list(step.bytes),
+                "top_logprobs": [
+                    {"token": alt.piece, "logprob": _alternative_logprob(step, alt), "bytes": list(alt.bytes)}
+                    for alt in step.raw_top[:top]
+                ],
+            }
+            for step in steps
+        ],
+        "refusal": None,
+    }
 
 
 def _usage(prompt_length: int, results: list[Result]) -> dict:
@@ -153,6 +175,7 @@ def _usage(prompt_length: int, results: list[Result]) -> dict:
 
 
 # --- the two routes ---------------------------------------------------------------------------------------------
+
 
 @router.post("/completions", responses=STREAM_RESPONSE)
 async def completions(body: CompletionRequest, request: Request):
@@ -167,8 +190,18 @@ async def completions(body: CompletionRequest, request: Request):
         raise APIError(400, "best_of is not supported: use n to get several completions", param="best_of")
     prompt = _single_prompt(body.prompt)
     top = body.logprobs or 0
-    return await _run(request, app, body, prompt, chat=False, requested=body.max_tokens, default=DEFAULT_COMPLETION_MAX_TOKENS,
-                      top=top, want_logprobs=body.logprobs is not None, kind="text_completion")
+    return await _run(
+        request,
+        app,
+        body,
+        prompt,
+        chat=False,
+        requested=body.max_tokens,
+        default=DEFAULT_COMPLETION_MAX_TOKENS,
+        top=top,
+        want_logprobs=body.logprobs is not None,
+        kind="text_completion",
+    )
 
 
 def _single_prompt(prompt):
@@ -191,12 +224,33 @@ async def chat_completions(body: ChatRequest, request: Request):
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     messages = [{"role": message.role, "content": message.text()} for message in body.messages]
     top = body.top_logprobs or 0
-    return await _run(request, app, body, messages, chat=True, requested=body.max_completion_tokens or body.max_tokens,
-                      default=DEFAULT_CHAT_MAX_TOKENS, top=top, want_logprobs=body.logprobs, kind="chat.completion")
+    return await _run(
+        request,
+        app,
+        body,
+        messages,
+        chat=True,
+        requested=body.max_completion_tokens or body.max_tokens,
+        default=DEFAULT_CHAT_MAX_TOKENS,
+        top=top,
+        want_logprobs=body.logprobs,
+        kind="chat.completion",
+    )
 
 
-async def _run(request: Request, app, body: SamplingRequest, prompt, *, chat: bool, requested: int | None,
-               default: int, top: int, want_logprobs: bool, kind: str):
+async def _run(
+    request: Request,
+    app,
+    body: SamplingRequest,
+    prompt,
+    *,
+    chat: bool,
+    requested: int | None,
+    default: int,
+    top: int,
+    want_logprobs: bool,
+    kind: str,
+):
     lm, runner = app.lm, app.runner
     seed = body.seed if body.seed is not None else secrets.randbits(31)
 
@@ -242,9 +296,14 @@ class Reply:
     def _envelope(self, choices: list[dict], chunk: bool = False) -> dict:
         from decodelab import __version__
 
-        return {"id": self.id, "object": self.kind + (".chunk" if chunk and self.chat else ""),
-                "created": self.created, "model": self.lm.name, "system_fingerprint": f"decodelab-{__version__}",
-                "choices": choices}
+        return {
+            "id": self.id,
+            "object": self.kind + (".chunk" if chunk and self.chat else ""),
+            "created": self.created,
+            "model": self.lm.name,
+            "system_fingerprint": f"decodelab-{__version__}",
+            "choices": choices,
+        }
 
     def _logprobs(self, steps: list[Step], offsets: TextOffsets) -> dict | None:
         if self.top is None:
@@ -266,13 +325,15 @@ class Reply:
             choices.append(choice)
         return {**self._envelope(choices), "usage": _usage(len(self.generation.prompt_ids), results)}
 
-    def _chunk(self, row: int, text: str | None, steps: list[Step], finish: str | None = None,
-               role: bool = False) -> str:
+    def _chunk(
+        self, row: int, text: str | None, steps: list[Step], finish: str | None = None, role: bool = False
+    ) -> str:
         logprobs = self._logprobs(steps, self._offsets[row]) if steps else None
         choice: dict = {"index": row, "logprobs": logprobs, "finish_reason": finish}
         if self.chat:
-            choice["delta"] = ({"role": "assistant", "content": ""} if role else
-                               {} if text is None else {"content": text})
+            choice["delta"] = (
+                {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            )
         else:
             choice["text"] = text or ""
         return event(self._envelope([choice], chunk=True))
@@ -291,17 +352,19 @@ class Reply:
                     if step.is_stop:
                         continue  # the stop token is not part of the text
                     safe = generation.safe_text(row)
-                    delta, shown[row] = safe[shown[row]:], max(shown[row], len(safe))
+                    delta, shown[row] = safe[shown[row] :], max(shown[row], len(safe))
                     if delta or self.top is not None:
                         yield self._chunk(row, delta, [step])
             on_done()
             for row, result in enumerate(generation.results):
-                rest = result.text[shown[row]:]
-                yield self._chunk(row, rest if (rest or not self.chat) else None, [],
-                                  finish=_finish_reason(result.stop_reason))
+                rest = result.text[shown[row] :]
+                yield self._chunk(
+                    row, rest if (rest or not self.chat) else None, [], finish=_finish_reason(result.stop_reason)
+                )
             if include_usage:
-                yield event({**self._envelope([], chunk=True),
-                             "usage": _usage(len(generation.prompt_ids), generation.results)})
+                yield event(
+                    {**self._envelope([], chunk=True), "usage": _usage(len(generation.prompt_ids), generation.results)}
+                )
             yield event("[DONE]")
         except Exception as error:  # headers are sent: report in-band, as OpenAI does
             yield event(in_band_error(error))

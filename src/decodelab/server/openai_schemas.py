@@ -44,8 +44,11 @@ class SamplingFields(BaseModel):
 
     def sampler_settings(self) -> dict[str, Any]:
         """The sampler settings this request sets, as GenerationConfig fields."""
-        return {declared.name: from_json(declared.name, value) for declared in all_settings()
-                if (value := getattr(self, declared.name)) is not None}
+        return {
+            declared.name: from_json(declared.name, value)
+            for declared in all_settings()
+            if (value := getattr(self, declared.name)) is not None
+        }
 
 
 if TYPE_CHECKING:

@@ -16,8 +16,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from decodelab.server.limits import ServerLimits
 
-_TIMEOUT_REPLY = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                  b"content-length: %d\r\n\r\n%s")
+_TIMEOUT_REPLY = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s"
+)
 
 
 def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
@@ -26,7 +28,7 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
     class HeaderTimeoutH11(H11Protocol):
         _header_deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
 
@@ -58,9 +60,11 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
         def _headers_too_slow(self) -> None:
             self._header_deadline = None
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                message = (b'{"error": {"message": "the request headers did not arrive within %g s: send the whole '
-                           b'request at once", "type": "invalid_request_error", "param": null, "code": '
-                           b'"request_timeout"}}' % seconds)
+                message = (
+                    b'{"error": {"message": "the request headers did not arrive within %g s: send the whole '
+                    b'request at once", "type": "invalid_request_error", "param": null, "code": '
+                    b'"request_timeout"}}' % seconds
+                )
                 if self.conn.our_state is h11.IDLE:
                     self.transport.write(_TIMEOUT_REPLY % (len(message), message))
                 self.transport.close()
@@ -70,6 +74,12 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
 
 def uvicorn_config(app, host: str, port: int, limits: ServerLimits, log_level: str = "info") -> uvicorn.Config:
     """How `decodelab serve` (and the tests' live server) runs the app."""
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                          http=header_timeout_protocol(limits.header_timeout),
-                          limit_concurrency=limits.max_connections)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        http=header_timeout_protocol(limits.header_timeout),
+        limit_concurrency=limits.max_connections,
+    )

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from decodelab.server.errors import APIError
 
@@ -54,14 +54,20 @@ class Ticket:
         """Reserve `tokens` of KV cache (`cost` says how they add up, e.g. 'n=4 x (12 + 64)')."""
         runner, stats = self._runner, self._runner.stats
         if tokens > runner.max_batch_tokens:
-            raise APIError(400, f"this request needs {tokens} KV-cache tokens ({cost}) and this server allows "
-                                f"{runner.max_batch_tokens} per request (decodelab serve --max-batch-tokens): ask "
-                                "for fewer new tokens, rows or beams, or a shorter prompt", code="request_too_large")
+            raise APIError(
+                400,
+                f"this request needs {tokens} KV-cache tokens ({cost}) and this server allows "
+                f"{runner.max_batch_tokens} per request (decodelab serve --max-batch-tokens): ask "
+                "for fewer new tokens, rows or beams, or a shorter prompt",
+                code="request_too_large",
+            )
         if stats.kv_tokens + tokens > runner.max_batch_tokens:
             stats.rejected += 1
-            raise busy(f"the server is busy: running requests hold {stats.kv_tokens} of its "
-                       f"{runner.max_batch_tokens} KV-cache tokens and this one needs {tokens}; retry in a moment",
-                       "kv_budget_full")
+            raise busy(
+                f"the server is busy: running requests hold {stats.kv_tokens} of its "
+                f"{runner.max_batch_tokens} KV-cache tokens and this one needs {tokens}; retry in a moment",
+                "kv_budget_full",
+            )
         stats.kv_tokens += tokens
         self.tokens += tokens
 
@@ -100,8 +106,11 @@ class Runner:
         """A request's ticket, held until `ticket.release()`; 429 when `max_queue` requests are admitted."""
         if self.stats.active >= self.max_queue:
             self.stats.rejected += 1
-            raise busy(f"the server is busy: {self.stats.active} requests are running or queued (limit "
-                       f"{self.max_queue}, decodelab serve --max-queue); retry in a moment", "queue_full")
+            raise busy(
+                f"the server is busy: {self.stats.active} requests are running or queued (limit "
+                f"{self.max_queue}, decodelab serve --max-queue); retry in a moment",
+                "queue_full",
+            )
         self.stats.active += 1
         self.stats.admitted += 1
         return Ticket(self)
@@ -135,7 +144,7 @@ class Runner:
         def rest() -> Iterator[T]:
             try:
                 if first is not _DONE:
-                    yield first
+                    yield cast(T, first)
                     yield from steps
             finally:
                 close = getattr(steps, "close", None)

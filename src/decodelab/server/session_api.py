@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 from fastapi import APIRouter, Header, Request
 
@@ -25,11 +25,20 @@ from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
 from decodelab.server.errors import ERROR_RESPONSES
 from decodelab.server.explorer_schemas import (
-    TOP_FOR_PAGE, AppendRequest, GenerateRequest, PromptRequest, StepRequest, UndoRequest, make_generation_config,
+    TOP_FOR_PAGE,
+    AppendRequest,
+    GenerateRequest,
+    PromptRequest,
+    StepRequest,
+    UndoRequest,
+    make_generation_config,
 )
 from decodelab.server.sessions import SECRET_HEADER, LiveSession
 from decodelab.server.sse import finite
 from decodelab.session import Session
+
+if TYPE_CHECKING:
+    from decodelab.model import LM
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -57,20 +66,22 @@ def next_payload(session: Session, top: int = TOP_FOR_PAGE) -> dict | None:
 def session_state(live: LiveSession, top: int = TOP_FOR_PAGE) -> dict:
     session = live.session
     reason = session.stop_reason
-    return finite({
-        "id": live.id,
-        "prompt": {"ids": session.prompt_ids, "tokens": live.prompt_tokens},
-        "steps": [step.to_dict() for step in session.steps],
-        "text": session.text,
-        "full_text": session.full_text,
-        "stop_reason": reason.to_dict() | {"text": str(reason)} if reason else None,
-        "config": session.config.to_dict(),
-        "seed": session.seed,
-        "next": next_payload(session, top),
-    })
+    return finite(
+        {
+            "id": live.id,
+            "prompt": {"ids": session.prompt_ids, "tokens": live.prompt_tokens},
+            "steps": [step.to_dict() for step in session.steps],
+            "text": session.text,
+            "full_text": session.full_text,
+            "stop_reason": reason.to_dict() | {"text": str(reason)} if reason else None,
+            "config": session.config.to_dict(),
+            "seed": session.seed,
+            "next": next_payload(session, top),
+        }
+    )
 
 
-def prompt_token_rows(lm, request: PromptRequest, ids: list[int]) -> list[dict]:
+def prompt_token_rows(lm: LM, request: PromptRequest, ids: list[int]) -> list[dict]:
     """The prompt's token view (pieces, spans, specials); falls back to per-id pieces for an id prompt."""
     from decodelab.tokens import token_piece
 
@@ -83,7 +94,7 @@ def prompt_token_rows(lm, request: PromptRequest, ids: list[int]) -> list[dict]:
     return [{"id": i, "piece": token_piece(lm.tokenizer, i), "special": i in special} for i in ids]
 
 
-def prompt_ids_and_rows(lm, body: PromptRequest) -> tuple[list[int], list[dict]]:
+def prompt_ids_and_rows(lm: LM, body: PromptRequest) -> tuple[list[int], list[dict]]:
     """The prompt's ids and token view (run on the model thread: tokenizing a long prompt takes a while)."""
     ids = lm.prompt_ids(body.prompt_input(), chat=body.is_chat(), system=body.system)
     return ids, prompt_token_rows(lm, body, ids)
@@ -150,7 +161,8 @@ def _step(live: LiveSession, body: StepRequest) -> dict:
 def _append(live: LiveSession, body: AppendRequest) -> dict:
     if (body.token_id is None) == (body.text is None):
         raise BadInput("append needs exactly one of token_id or text")
-    step = live.session.append(body.token_id if body.token_id is not None else body.text)
+    token: int | str = body.token_id if body.token_id is not None else cast(str, body.text)
+    step = live.session.append(token)
     return {"step": step.to_dict(), "state": session_state(live)}
 
 

@@ -35,8 +35,13 @@ class LiveSession:
 
 
 class SessionStore:
-    def __init__(self, limit: int = 32, max_tokens: int = 65_536, ttl: float = 1800.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        limit: int = 32,
+        max_tokens: int = 65_536,
+        ttl: float = 1800.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.limit, self.max_tokens, self.ttl, self._clock = limit, max_tokens, ttl, clock
         self._sessions: dict[str, LiveSession] = {}
 
@@ -44,30 +49,41 @@ class SessionStore:
         """Before a session of `tokens` is built: 400 if it could never fit, 429 if the store is full now."""
         self.expire()
         if tokens > self.max_tokens:
-            raise APIError(400, f"this session needs {tokens} KV-cache tokens and this server allows {self.max_tokens} "
-                                "for all sessions (decodelab serve --max-session-tokens): shorten the prompt",
-                           code="request_too_large")
+            raise APIError(
+                400,
+                f"this session needs {tokens} KV-cache tokens and this server allows {self.max_tokens} "
+                "for all sessions (decodelab serve --max-session-tokens): shorten the prompt",
+                code="request_too_large",
+            )
         self._check_fits(tokens)
 
     def _check_fits(self, tokens: int) -> None:
         if len(self._sessions) >= self.limit:
-            raise self._full(f"the server holds {len(self._sessions)} live sessions (its limit, decodelab serve "
-                             "--max-sessions)")
+            raise self._full(
+                f"the server holds {len(self._sessions)} live sessions (its limit, decodelab serve --max-sessions)"
+            )
         if self.kv_tokens() + tokens > self.max_tokens:
-            raise self._full(f"live sessions hold {self.kv_tokens()} of the {self.max_tokens} KV-cache tokens the "
-                             f"server allows them and this one needs {tokens}")
+            raise self._full(
+                f"live sessions hold {self.kv_tokens()} of the {self.max_tokens} KV-cache tokens the "
+                f"server allows them and this one needs {tokens}"
+            )
 
     def check_growth(self, live: LiveSession, tokens: int) -> None:
         """Before `live` grows by `tokens` positions: 429 when that would pass the sessions' budget."""
         self.expire()
         if self.kv_tokens() + tokens > self.max_tokens:
-            raise self._full(f"live sessions hold {self.kv_tokens()} of the {self.max_tokens} KV-cache tokens the "
-                             f"server allows them; {tokens} more do not fit (undo some tokens)")
+            raise self._full(
+                f"live sessions hold {self.kv_tokens()} of the {self.max_tokens} KV-cache tokens the "
+                f"server allows them; {tokens} more do not fit (undo some tokens)"
+            )
 
     def _full(self, what: str) -> APIError:
         wait = self.seconds_until_one_expires()
-        return busy(f"{what}: end a session with DELETE /api/sessions/ID, or retry in {wait} s when an idle "
-                    "one expires", "sessions_full", retry_after=wait)
+        return busy(
+            f"{what}: end a session with DELETE /api/sessions/ID, or retry in {wait} s when an idle one expires",
+            "sessions_full",
+            retry_after=wait,
+        )
 
     def add(self, session: Session, prompt_tokens: list[dict]) -> LiveSession:
         """Keep `session` (checked again: others may have been added while it was built)."""
@@ -82,12 +98,19 @@ class SessionStore:
         self.expire()
         live = self._sessions.get(session_id)
         if live is None:
-            raise APIError(404, f"no session {session_id[:40]!r}: it ended, or expired after {self.ttl:g} s idle; "
-                                "start a new one", code="session_not_found")
+            raise APIError(
+                404,
+                f"no session {session_id[:40]!r}: it ended, or expired after {self.ttl:g} s idle; start a new one",
+                code="session_not_found",
+            )
         if secret is None or not secrets.compare_digest(secret.encode(), live.secret.encode()):
-            raise APIError(403, f"session {session_id!r} belongs to the client that started it: send the secret "
-                                f"returned when it was created in the {SECRET_HEADER} header",
-                           type="permission_error", code="session_secret_mismatch")
+            raise APIError(
+                403,
+                f"session {session_id!r} belongs to the client that started it: send the secret "
+                f"returned when it was created in the {SECRET_HEADER} header",
+                type="permission_error",
+                code="session_secret_mismatch",
+            )
         live.last_used = self._clock()
         return live
 

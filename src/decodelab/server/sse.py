@@ -11,8 +11,12 @@ from starlette.responses import StreamingResponse
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # How a route that may stream says so in the OpenAPI schema (JSON when `stream` is false).
-STREAM_RESPONSE = {200: {"content": {"application/json": {}, "text/event-stream": {}},
-                         "description": "JSON, or server-sent events when streaming"}}
+STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/json": {}, "text/event-stream": {}},
+        "description": "JSON, or server-sent events when streaming",
+    }
+}
 
 
 def finite(value: Any) -> Any:

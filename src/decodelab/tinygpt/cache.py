@@ -18,8 +18,10 @@ class KVCache(LayerKVCache):
 
     def __init__(self, config: TinyGPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
         shape = (batch_size, config.n_head, config.block_size, config.head_dim)  # (B, H, block_size, D)
-        super().__init__([torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)],
-                         [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)])
+        super().__init__(
+            [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)],
+            [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)],
+        )
 
     @property
     def capacity(self) -> int:

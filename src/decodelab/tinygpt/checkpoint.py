@@ -58,8 +58,10 @@ MANIFEST = "manifest.json"  # in the staging directory: the names of the new che
 def is_tinygpt_checkpoint(directory: Path) -> bool:
     """Whether `directory` holds a tiny-GPT checkpoint (its config.json names our model type), counting a
     committed save whose files are still to be moved into place (loading finishes it)."""
-    return any(_names_our_model_type(path) for path in (Path(directory) / CONFIG_FILE,
-                                                          Path(directory) / COMMITTED / CONFIG_FILE))
+    return any(
+        _names_our_model_type(path)
+        for path in (Path(directory) / CONFIG_FILE, Path(directory) / COMMITTED / CONFIG_FILE)
+    )
 
 
 def _names_our_model_type(config: Path) -> bool:
@@ -156,7 +158,10 @@ def recover_interrupted_save(target: Path) -> None:
     try:
         if (target / COMMITTED).is_dir():
             finish_committed_save(target)
-        for stale in [*target.glob(escape(STAGING_PREFIX) + "*"), *target.parent.glob(f".{escape(target.name)}.saving-*")]:
+        for stale in [
+            *target.glob(escape(STAGING_PREFIX) + "*"),
+            *target.parent.glob(f".{escape(target.name)}.saving-*"),
+        ]:
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:  # the probe file of `prepare_directory`
@@ -198,7 +203,9 @@ def _first_line(error: Exception) -> str:
 
 def read_config(directory: Path) -> TinyGPTConfig:
     if not is_tinygpt_checkpoint(directory):
-        raise ModelNotFound(f"{str(directory)!r} is not a tiny-GPT checkpoint (no config.json with model_type {MODEL_TYPE!r})")
+        raise ModelNotFound(
+            f"{str(directory)!r} is not a tiny-GPT checkpoint (no config.json with model_type {MODEL_TYPE!r})"
+        )
     return TinyGPTConfig.from_json(json.loads((directory / CONFIG_FILE).read_text()))
 
 
@@ -211,8 +218,10 @@ def load_model(directory: str | os.PathLike, dtype: torch.dtype = torch.float32,
     try:
         finish_committed_save(directory)
     except OSError as error:
-        raise ModelNotFound(f"a save into {str(directory)!r} was interrupted and cannot be finished here "
-                            f"({_first_line(error)}): load it where the directory is writable") from None
+        raise ModelNotFound(
+            f"a save into {str(directory)!r} was interrupted and cannot be finished here "
+            f"({_first_line(error)}): load it where the directory is writable"
+        ) from None
     config = read_config(directory)
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
@@ -220,14 +229,17 @@ def load_model(directory: str | os.PathLike, dtype: torch.dtype = torch.float32,
     try:
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError) as error:
-        raise ModelNotFound(f"{str(weights_path)!r} is damaged ({_first_line(error)}): restore it from a backup "
-                            "or train again (`decodelab tiny train --overwrite`)") from None
+        raise ModelNotFound(
+            f"{str(weights_path)!r} is damaged ({_first_line(error)}): restore it from a backup "
+            "or train again (`decodelab tiny train --overwrite`)"
+        ) from None
     model = TinyGPT(config)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
-        raise ModelNotFound(f"{str(weights_path)!r} does not match its config.json ({_first_line(error)}): "
-                            "train again") from None
+        raise ModelNotFound(
+            f"{str(weights_path)!r} does not match its config.json ({_first_line(error)}): train again"
+        ) from None
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -238,25 +250,30 @@ def read_training(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
     files = (directory / TRAINING_FILE, directory / TRAINING_TENSORS_FILE)
     if not all(path.is_file() for path in files):
-        raise BadInput(f"{str(directory)!r} holds a model but no training state, so it cannot be resumed: "
-                       "train into a new --out")
+        raise BadInput(
+            f"{str(directory)!r} holds a model but no training state, so it cannot be resumed: train into a new --out"
+        )
     try:
         state, tensors = json.loads(files[0].read_text()), load_file(str(files[1]))
     except (ValueError, SafetensorError, OSError) as error:  # ValueError: bad JSON or UTF-8
-        raise BadInput(f"the training state in {str(directory)!r} is damaged ({_first_line(error)}): restore "
-                       f"{TRAINING_FILE} and {TRAINING_TENSORS_FILE} from a backup, or start again with --overwrite"
-                       ) from None
+        raise BadInput(
+            f"the training state in {str(directory)!r} is damaged ({_first_line(error)}): restore "
+            f"{TRAINING_FILE} and {TRAINING_TENSORS_FILE} from a backup, or start again with --overwrite"
+        ) from None
     state = state if isinstance(state, dict) else {}
     missing = [key for key in ("step", "config", "corpus", "optimizer") if key not in state]
     missing += [key for key in ("rng.batches", "rng.torch") if key not in tensors]
     if missing:
-        raise BadInput(f"the training state in {str(directory)!r} is incomplete (no {', '.join(missing)}): restore it "
-                       "from a backup, or start again with --overwrite")
+        raise BadInput(
+            f"the training state in {str(directory)!r} is incomplete (no {', '.join(missing)}): restore it "
+            "from a backup, or start again with --overwrite"
+        )
     return state, tensors
 
 
-def load_lm(directory: str | os.PathLike, name: str | None = None, dtype: torch.dtype = torch.float32,
-            device: str = "cpu") -> LM:
+def load_lm(
+    directory: str | os.PathLike, name: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> LM:
     """A checkpoint as a `decodelab.LM` (what `decodelab.load(directory)` returns for one)."""
     from decodelab.model import LM
     from decodelab.tinygpt.backend import TinyGPTBackend

@@ -72,8 +72,10 @@ class TrainConfig:
         if not 0 <= self.min_learning_rate <= self.learning_rate:
             raise BadInput(f"min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip <= 0:
-            raise BadInput("warmup_steps and weight_decay must be >= 0 and grad_clip > 0, got "
-                           f"{self.warmup_steps!r}, {self.weight_decay!r}, {self.grad_clip!r}")
+            raise BadInput(
+                "warmup_steps and weight_decay must be >= 0 and grad_clip > 0, got "
+                f"{self.warmup_steps!r}, {self.weight_decay!r}, {self.grad_clip!r}"
+            )
 
     def with_(self, **changes) -> TrainConfig:
         known = {f.name for f in fields(self)}

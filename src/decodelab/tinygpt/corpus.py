@@ -55,7 +55,9 @@ def read_corpus(path: str | Path | None = None) -> Corpus:
         return Corpus(DEFAULT_CORPUS, default_corpus_text())
     path = Path(os.path.abspath(Path(path).expanduser()))
     if not path.exists():
-        raise BadInput(f"corpus file {str(path)!r} does not exist: pass a UTF-8 text file, or no --corpus for the built-in one")
+        raise BadInput(
+            f"corpus file {str(path)!r} does not exist: pass a UTF-8 text file, or no --corpus for the built-in one"
+        )
     if not path.is_file():
         raise BadInput(f"corpus {str(path)!r} is not a file: pass a UTF-8 text file")
     raw = path.read_bytes()
@@ -89,12 +91,16 @@ def random_batch(
     return windows[:, :-1], windows[:, 1:]
 
 
-def evaluation_windows(data: torch.Tensor, block_size: int, max_windows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluation_windows(
+    data: torch.Tensor, block_size: int, max_windows: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-overlapping windows evenly spread over `data` (all of them when `max_windows` is None): the same
     windows every time, so validation losses are comparable across steps. Inputs and targets, each (W, T)."""
     count = (len(data) - 1) // block_size
-    chosen = range(count) if max_windows is None or max_windows >= count else (
-        round(i * (count - 1) / max(max_windows - 1, 1)) for i in range(max_windows)
+    chosen = (
+        range(count)
+        if max_windows is None or max_windows >= count
+        else (round(i * (count - 1) / max(max_windows - 1, 1)) for i in range(max_windows))
     )
     windows = torch.stack([data[i * block_size : i * block_size + block_size + 1] for i in chosen]).long()  # (W, T+1)
     return windows[:, :-1], windows[:, 1:]

@@ -11,6 +11,7 @@ values are appended to the cache and their queries attend over everything it hol
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -114,8 +115,9 @@ class TinyGPT(nn.Module):
                 # GPT-2: scale the projections into the residual stream so its variance does not grow with depth.
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def forward(self, input_ids: torch.Tensor, cache: LayerKVCache | None = None, *,
-                last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, cache: LayerKVCache | None = None, *, last_only: bool = False
+    ) -> torch.Tensor:
         past = cache.length if cache is not None else 0
         steps = input_ids.shape[1]
         if past + steps > self.config.block_size:
@@ -152,7 +154,7 @@ class TinyGPT(nn.Module):
         """The attention pattern of every layer, each (B, H, T, T), for a prompt run through the model."""
         maps = []
         x = self.embeddings(input_ids)[2]  # (B, T, C)
-        for block in self.h:
+        for block in cast("list[Block]", self.h):
             maps.append(block.attn.weights(block.ln_1(x)))
             x = block(x)
         return maps

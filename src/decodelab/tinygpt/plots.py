@@ -42,8 +42,9 @@ def loss_curve_figure(train_losses: list[tuple[int, float]], val_losses: list[tu
         axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per batch)")
         axes.plot(steps, _smoothed(list(losses)), color="tab:blue", label="train (smoothed)")
     if val_losses:
-        axes.plot([row[0] for row in val_losses], [row[1] for row in val_losses], "o-", color="tab:orange",
-                  label="validation")
+        axes.plot(
+            [row[0] for row in val_losses], [row[1] for row in val_losses], "o-", color="tab:orange", label="validation"
+        )
     axes.set_xlabel("step")
     axes.set_ylabel("loss (nats per byte)")
     axes.set_title("tiny GPT training")
@@ -58,7 +59,11 @@ def embeddings_figure(lm: LM, prompt: str) -> Figure:
     ids = lm.prompt_ids(prompt)
     with torch.no_grad():
         tok_emb, pos_emb, total = model.embeddings(torch.tensor([ids], device=lm.device))  # (1, T, C), (T, C)
-    panels = [("token embedding", tok_emb[0]), ("position embedding", pos_emb), ("sum: the first block's input", total[0])]
+    panels = [
+        ("token embedding", tok_emb[0]),
+        ("position embedding", pos_emb),
+        ("sum: the first block's input", total[0]),
+    ]
     setup_matplotlib()
     height = 2 + 0.18 * min(len(ids), MAX_LABELLED_TOKENS)
     figure = PlotFigure(figsize=(15, height), layout="constrained")

@@ -28,8 +28,16 @@ import torch.nn.functional as F
 
 from decodelab.errors import BadInput
 from decodelab.tinygpt.checkpoint import (
-    LOSS_CURVE_FILE, TRAINING_FILE, TRAINING_TENSORS_FILE, is_tinygpt_checkpoint, load_model, prepare_directory,
-    read_training, recover_interrupted_save, write_atomically, write_model_files,
+    LOSS_CURVE_FILE,
+    TRAINING_FILE,
+    TRAINING_TENSORS_FILE,
+    is_tinygpt_checkpoint,
+    load_model,
+    prepare_directory,
+    read_training,
+    recover_interrupted_save,
+    write_atomically,
+    write_model_files,
 )
 from decodelab.tinygpt.config import TinyGPTConfig, TrainConfig
 from decodelab.tinygpt.corpus import DEFAULT_CORPUS, character_count, evaluation_windows, random_batch, read_corpus
@@ -111,8 +119,9 @@ def train(
         if resume:
             run = _Run.resumed(out, corpus, model_config, config, options)
         else:
-            run = _Run.fresh(out, corpus, model_config or TinyGPTConfig(), (config or TrainConfig()).with_(**options),
-                             overwrite)
+            run = _Run.fresh(
+                out, corpus, model_config or TinyGPTConfig(), (config or TrainConfig()).with_(**options), overwrite
+            )
         prepare_directory(out)  # a bad --out fails now, not at the first save
         stream = sys.stderr if progress is True else progress or None
         return run.loop(stream, on_step)
@@ -134,12 +143,20 @@ class _Run:
         self.notes: list[str] = []  # said on the progress stream before the first step
 
     @classmethod
-    def fresh(cls, out: Path, corpus: str | os.PathLike | None, model_config: TinyGPTConfig, config: TrainConfig,
-              overwrite: bool) -> _Run:
+    def fresh(
+        cls,
+        out: Path,
+        corpus: str | os.PathLike | None,
+        model_config: TinyGPTConfig,
+        config: TrainConfig,
+        overwrite: bool,
+    ) -> _Run:
         if is_tinygpt_checkpoint(out):
             if not overwrite:
-                raise BadInput(f"{str(out)!r} already holds a tiny-GPT checkpoint: pass --resume to continue it, "
-                               "--overwrite to start again, or choose another --out")
+                raise BadInput(
+                    f"{str(out)!r} already holds a tiny-GPT checkpoint: pass --resume to continue it, "
+                    "--overwrite to start again, or choose another --out"
+                )
         elif out.exists() and not out.is_dir():
             raise BadInput(f"{str(out)!r} is a file: give a directory for --out")
         elif out.is_dir() and any(out.iterdir()):
@@ -150,22 +167,34 @@ class _Run:
         return run
 
     @classmethod
-    def resumed(cls, out: Path, corpus: str | os.PathLike | None, model_config: TinyGPTConfig | None,
-                config: TrainConfig | None, options: dict) -> _Run:
+    def resumed(
+        cls,
+        out: Path,
+        corpus: str | os.PathLike | None,
+        model_config: TinyGPTConfig | None,
+        config: TrainConfig | None,
+        options: dict,
+    ) -> _Run:
         if not is_tinygpt_checkpoint(out):
-            raise BadInput(f"nothing to resume in {str(out)!r}: it holds no tiny-GPT checkpoint (train without --resume)")
+            raise BadInput(
+                f"nothing to resume in {str(out)!r}: it holds no tiny-GPT checkpoint (train without --resume)"
+            )
         model = load_model(out)
         if model_config is not None and model_config != model.config:
-            raise BadInput(f"the checkpoint in {str(out)!r} is {_describe(model.config)}; a resumed run keeps its "
-                           "shape: leave out --layers/--heads/--dim/--block-size")
+            raise BadInput(
+                f"the checkpoint in {str(out)!r} is {_describe(model.config)}; a resumed run keeps its "
+                "shape: leave out --layers/--heads/--dim/--block-size"
+            )
         state, tensors = read_training(out)
         saved_config = TrainConfig(**state["config"])
         config = (config or saved_config).with_(**options)
         if config.steps <= state["step"]:
             raise BadInput(f"the checkpoint is already at step {state['step']}: pass --steps above it to train on")
         if corpus is None and state["corpus"] != DEFAULT_CORPUS and not Path(state["corpus"]).is_file():
-            raise BadInput(f"the corpus this checkpoint was trained on, {state['corpus']!r} (from its {TRAINING_FILE}), "
-                           "is not there any more: pass --corpus FILE to resume on it where it is now")
+            raise BadInput(
+                f"the corpus this checkpoint was trained on, {state['corpus']!r} (from its {TRAINING_FILE}), "
+                "is not there any more: pass --corpus FILE to resume on it where it is now"
+            )
         run = cls(out, model, config, str(corpus) if corpus is not None else state["corpus"], state)
         run.notes += _schedule_change(saved_config, config, state["step"])
         _load_optimizer_state(run.optimizer, state["optimizer"], tensors)
@@ -182,9 +211,11 @@ class _Run:
         with _interrupt_requests() as stop:
             for note in self.notes:
                 bar.note(note)
-            bar.note(f"training {_describe(model.config)} ({model.parameter_count():,} parameters) on "
-                     f"{self.corpus.name} ({len(self.train_data):,} train / {len(self.val_data):,} validation bytes) "
-                     f"from step {self.step} to {config.steps}")
+            bar.note(
+                f"training {_describe(model.config)} ({model.parameter_count():,} parameters) on "
+                f"{self.corpus.name} ({len(self.train_data):,} train / {len(self.val_data):,} validation bytes) "
+                f"from step {self.step} to {config.steps}"
+            )
             while self.step < config.steps:
                 step_started = time.perf_counter()
                 loss = self._train_step()
@@ -202,9 +233,15 @@ class _Run:
                     break
         bar.close()
         seconds = time.perf_counter() - started
-        return TrainResult(self.out, self.step, interrupted, seconds,
-                           (self.step - first_step) * tokens_per_step / max(stepping, 1e-9),
-                           list(self.train_losses), list(self.val_losses))
+        return TrainResult(
+            self.out,
+            self.step,
+            interrupted,
+            seconds,
+            (self.step - first_step) * tokens_per_step / max(stepping, 1e-9),
+            list(self.train_losses),
+            list(self.val_losses),
+        )
 
     def _train_step(self) -> float:
         self.step += 1
@@ -230,8 +267,13 @@ class _Run:
         tensors["rng.batches"] = self.generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         state = {
-            "step": self.step, "config": asdict(self.config), "corpus": self.corpus.name, "seconds": seconds,
-            "optimizer": optimizer_json, "train_losses": self.train_losses, "val_losses": self.val_losses,
+            "step": self.step,
+            "config": asdict(self.config),
+            "corpus": self.corpus.name,
+            "seconds": seconds,
+            "optimizer": optimizer_json,
+            "train_losses": self.train_losses,
+            "val_losses": self.val_losses,
         }
 
         def fill(directory: Path) -> None:
@@ -260,7 +302,8 @@ def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, 
     state = optimizer.state_dict()
     tensors = {
         f"optimizer.{index}.{name}": value.detach().clone().contiguous()
-        for index, moments in state["state"].items() for name, value in moments.items()
+        for index, moments in state["state"].items()
+        for name, value in moments.items()
     }
     return {"param_groups": state["param_groups"]}, tensors
 
@@ -282,10 +325,14 @@ def _schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> list
         return []
     old_end, new_end = before.lr_decay_steps or before.steps, after.lr_decay_steps or after.steps
     if old_end == new_end:
-        return [f"note: step {step + 1} runs at learning rate {new:.3g}, not {old:.3g}: the learning-rate options changed"]
+        return [
+            f"note: step {step + 1} runs at learning rate {new:.3g}, not {old:.3g}: the learning-rate options changed"
+        ]
     restart = " (a warm restart)" if new > old else ""
-    return [f"note: the learning-rate cosine now ends at step {new_end}, not {old_end}, so step {step + 1} runs at "
-            f"{new:.3g} instead of {old:.3g}{restart}: pass --lr-decay-steps {old_end} to keep the old schedule"]
+    return [
+        f"note: the learning-rate cosine now ends at step {new_end}, not {old_end}, so step {step + 1} runs at "
+        f"{new:.3g} instead of {old:.3g}{restart}: pass --lr-decay-steps {old_end} to keep the old schedule"
+    ]
 
 
 def _describe(config: TinyGPTConfig) -> str:
@@ -314,5 +361,8 @@ class _StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step to save a checkpoint (Ctrl-C again to quit without saving)",
-              file=sys.stderr, flush=True)
+        print(
+            "\nstopping after this step to save a checkpoint (Ctrl-C again to quit without saving)",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -63,36 +63,49 @@ class Dry(Stage):
     """DRY: subtract a growing penalty from tokens that would extend a verbatim repeat of earlier text (llama.cpp)."""
 
     dry_multiplier: float = setting(
-        kind="float", off=(0.0,), metavar="M", slider=(0.0, 2.0, 0.05),
+        kind="float",
+        off=(0.0,),
+        metavar="M",
+        slider=(0.0, 2.0, 0.05),
         allowed="must be a number >= 0 (0 turns it off)",
         check=lambda value: is_number(value) and value >= 0,
         help="penalty on a token extending a repeat: M * base^(length - allowed length) off its logit "
-             "(0 = off; 0.8 is typical)",
+        "(0 = off; 0.8 is typical)",
     )
     dry_base: float = setting(
-        kind="float", default=1.75, metavar="BASE", slider=(1.05, 3.0, 0.05),
+        kind="float",
+        default=1.75,
+        metavar="BASE",
+        slider=(1.05, 3.0, 0.05),
         allowed="must be a number > 1",
         check=lambda value: is_number(value) and value > 1,
         help="> 1: how fast the penalty grows with each further repeated token",
     )
     dry_allowed_length: int = setting(
-        kind="int", default=2, metavar="N", slider=(1, 8, 1),
+        kind="int",
+        default=2,
+        metavar="N",
+        slider=(1, 8, 1),
         allowed="must be a whole number >= 1",
         check=lambda value: is_whole(value) and value >= 1,
         help="repeats this long go free; extending one further is penalized",
     )
     dry_penalty_last_n: int = setting(
-        kind="int", default=-1, metavar="N",
+        kind="int",
+        default=-1,
+        metavar="N",
         allowed="must be a whole number of tokens >= 1, -1 (the whole context) or 0 (off)",
         check=lambda value: is_whole(value) and value >= -1,
         help="how many recent tokens, prompt included, to search for repeats (-1 = all, 0 = off)",
     )
     dry_sequence_breakers: tuple[str, ...] = setting(
-        kind="strings", default=DEFAULT_BREAKERS, metavar="TEXT",
+        kind="strings",
+        default=DEFAULT_BREAKERS,
+        metavar="TEXT",
         allowed=f"must be a list of non-empty strings of at most {MAX_BREAKER_BYTES} bytes (UTF-8) each",
         check=_is_breaker_list,
-        help="text that ends a repeat: none reaches back across it (default: newline : \" *; "
-             "giving any replaces them all)",
+        help='text that ends a repeat: none reaches back across it (default: newline : " *; '
+        "giving any replaces them all)",
     )
     name: ClassVar[str] = "dry"
     warper: ClassVar[bool] = False
@@ -109,8 +122,14 @@ class Dry(Stage):
             return logits.clone()
         vocabulary = history.vocabulary or ()
         return dry_penalized(
-            logits, history.ids, self.breakers(history), vocabulary, self.dry_multiplier, self.dry_base,
-            self.dry_allowed_length, self.dry_penalty_last_n,
+            logits,
+            history.ids,
+            self.breakers(history),
+            vocabulary,
+            self.dry_multiplier,
+            self.dry_base,
+            self.dry_allowed_length,
+            self.dry_penalty_last_n,
         )
 
     def breakers(self, history: History) -> Breakers:
@@ -126,8 +145,16 @@ class Dry(Stage):
         return cached_sequence_breakers(history.vocabulary, texts)
 
 
-def dry_penalized(logits: torch.Tensor, ids: torch.Tensor, breakers: Breakers, vocabulary: Sequence[str],
-                  multiplier: float, base: float, allowed_length: int, penalty_last_n: int) -> torch.Tensor:
+def dry_penalized(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    breakers: Breakers,
+    vocabulary: Sequence[str],
+    multiplier: float,
+    base: float,
+    allowed_length: int,
+    penalty_last_n: int,
+) -> torch.Tensor:
     """New logits (B, V): each row's DRY penalties over its context `ids` (B, T), subtracted in one scatter.
     `vocabulary` (token texts) is read only to match the rest of a breaker after its head."""
     rows: list[int] = []
@@ -157,8 +184,9 @@ def dry_penalized(logits: torch.Tensor, ids: torch.Tensor, breakers: Breakers, v
     return logits.index_put(where, values, accumulate=True)  # each (row, token) appears once
 
 
-def longest_repeats(window: Sequence[int], breakers: Breakers, vocabulary: Sequence[str],
-                    allowed_length: int) -> dict[int, int]:
+def longest_repeats(
+    window: Sequence[int], breakers: Breakers, vocabulary: Sequence[str], allowed_length: int
+) -> dict[int, int]:
     """token -> the longest repeat (>= allowed_length tokens, clamped at the last breaker) it would extend."""
     size = len(window)
     if size <= allowed_length:
@@ -261,8 +289,11 @@ def sequence_breakers(vocabulary: Sequence[str], texts: Iterable[str]) -> Breake
                 rests = [""]
             else:
                 # Every place the breaker's first character occurs: does the token end with its start there?
-                rests = [text[len(piece) - start :] for start in _occurrences(piece, text[0])
-                         if text.startswith(piece[start:])]
+                rests = [
+                    text[len(piece) - start :]
+                    for start in _occurrences(piece, text[0])
+                    if text.startswith(piece[start:])
+                ]
             for rest in rests:
                 if rest not in found.setdefault(token, []):
                     found[token].append(rest)

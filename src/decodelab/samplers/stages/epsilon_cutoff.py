@@ -24,7 +24,11 @@ class EpsilonCutoff(Stage):
     """ε-sampling: remove tokens with probability below ε, keeping at least the top one (Hewitt et al. 2022)."""
 
     epsilon_cutoff: float = setting(
-        kind="float", off=(None, 0.0), metavar="EPSILON", slider=(0.0, 0.02, 0.0002), allowed="must be in (0, 1)",
+        kind="float",
+        off=(None, 0.0),
+        metavar="EPSILON",
+        slider=(0.0, 0.02, 0.0002),
+        allowed="must be in (0, 1)",
         check=lambda value: is_number(value) and 0 < value < 1,
         help="remove tokens with probability below EPSILON; the paper suggests 3e-4 to 9e-4 (0 = off)",
     )

@@ -20,10 +20,14 @@ class EtaCutoff(Stage):
     (Hewitt et al. 2022)."""
 
     eta_cutoff: float = setting(
-        kind="float", off=(None, 0.0), metavar="EPSILON", slider=(0.0, 0.02, 0.0002), allowed="must be in (0, 1)",
+        kind="float",
+        off=(None, 0.0),
+        metavar="EPSILON",
+        slider=(0.0, 0.02, 0.0002),
+        allowed="must be in (0, 1)",
         check=lambda value: is_number(value) and 0 < value < 1,
         help="remove tokens with probability below min(EPSILON, sqrt(EPSILON) * exp(-entropy)); the paper "
-             "suggests 3e-4 to 2e-3 (0 = off)",
+        "suggests 3e-4 to 2e-3 (0 = off)",
     )
     name: ClassVar[str] = "eta_cutoff"
     warper: ClassVar[bool] = True

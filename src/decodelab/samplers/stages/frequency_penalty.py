@@ -17,7 +17,10 @@ class FrequencyPenalty(Stage):
     """Subtract a penalty times how often each token already appears in the *generated* text (OpenAI)."""
 
     frequency_penalty: float = setting(
-        kind="float", off=(0.0,), slider=(-2.0, 2.0, 0.1), allowed="must be in [-2, 2]",
+        kind="float",
+        off=(0.0,),
+        slider=(-2.0, 2.0, 0.1),
+        allowed="must be in [-2, 2]",
         check=lambda value: is_number(value) and -2 <= value <= 2,
         help="times the count of each token already generated: > 0 discourages repeats (0 = off)",
     )

@@ -16,7 +16,7 @@ from decodelab.samplers.registry import register
 
 def _is_bias_map(value: object) -> bool:
     return isinstance(value, dict) and all(
-        is_token_id(token) and (is_number(bias) and abs(bias) <= MAX_BIAS or bias == -math.inf)
+        is_token_id(token) and ((is_number(bias) and abs(bias) <= MAX_BIAS) or bias == -math.inf)
         for token, bias in value.items()
     )
 
@@ -31,13 +31,20 @@ class LogitBias(Stage):
     """Add a bias to chosen tokens' logits; banned tokens (or a bias of -inf) can never be chosen."""
 
     logit_bias: dict[int, float] = setting(
-        kind="token_bias", off=({},), metavar="ID=BIAS",
+        kind="token_bias",
+        off=({},),
+        metavar="ID=BIAS",
         allowed=f"must map token ids (whole numbers from 0) to biases in [-{MAX_BIAS:g}, {MAX_BIAS:g}] or -inf",
-        check=_is_bias_map, help="add BIAS to the logit of token ID (-inf bans it)",
+        check=_is_bias_map,
+        help="add BIAS to the logit of token ID (-inf bans it)",
     )
     ban: tuple[int, ...] = setting(
-        kind="token_ids", default=(), metavar="TOKEN", allowed="must be a list of token ids (whole numbers from 0)",
-        check=_is_id_list, help="token id or single-token text that may never be chosen",
+        kind="token_ids",
+        default=(),
+        metavar="TOKEN",
+        allowed="must be a list of token ids (whole numbers from 0)",
+        check=_is_id_list,
+        help="token id or single-token text that may never be chosen",
     )
     name: ClassVar[str] = "logit_bias"
     warper: ClassVar[bool] = False

@@ -17,7 +17,11 @@ class MinP(Stage):
     """Keep tokens whose probability is at least min_p times the top token's probability."""
 
     min_p: float = setting(
-        kind="float", off=(None, 0.0), metavar="P", slider=(0.0, 0.5, 0.01), allowed="must be in [0, 1]",
+        kind="float",
+        off=(None, 0.0),
+        metavar="P",
+        slider=(0.0, 0.5, 0.01),
+        allowed="must be in [0, 1]",
         check=lambda value: is_number(value) and 0 <= value <= 1,
         help="keep tokens with p >= P * p(most likely token) (0 = off)",
     )

@@ -18,12 +18,20 @@ class MirostatV2(Stage):
     target tau by eta times the chosen token's surprise error. mu starts at 2 tau and lives per row."""
 
     mirostat_tau: float = setting(
-        kind="float", off=(None, 0.0), metavar="BITS", slider=(0.0, 10.0, 0.5), allowed="must be a number > 0 (bits)",
+        kind="float",
+        off=(None, 0.0),
+        metavar="BITS",
+        slider=(0.0, 10.0, 0.5),
+        allowed="must be a number > 0 (bits)",
         check=lambda value: is_number(value) and value > 0,
         help="mirostat 2.0's target surprise in bits (5 is llama.cpp's default; 0 or unset = off)",
     )
     mirostat_eta: float = setting(
-        kind="float", default=0.1, metavar="RATE", slider=(0.0, 1.0, 0.05), allowed="must be in [0, 1]",
+        kind="float",
+        default=0.1,
+        metavar="RATE",
+        slider=(0.0, 1.0, 0.05),
+        allowed="must be in [0, 1]",
         check=lambda value: is_number(value) and 0 <= value <= 1,
         help="mirostat 2.0's learning rate (0 freezes mu)",
     )
@@ -47,8 +55,13 @@ class MirostatV2(Stage):
 
     def remember(self, memory: torch.Tensor | None, final_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         # The observed surprise is the drawn token's, in the renormalised distribution it was drawn from.
-        mu = memory if memory is not None else torch.full(
-            (final_logits.shape[0],), 2 * self.mirostat_tau, dtype=torch.float32, device=final_logits.device)
+        mu = (
+            memory
+            if memory is not None
+            else torch.full(
+                (final_logits.shape[0],), 2 * self.mirostat_tau, dtype=torch.float32, device=final_logits.device
+            )
+        )
         chosen = final_logits.softmax(dim=-1).gather(1, tokens[:, None])[:, 0]  # (B,)
         observed = -torch.log2(chosen)
         return mu - self.mirostat_eta * (observed - self.mirostat_tau)

@@ -17,7 +17,10 @@ class NoRepeatNGram(Stage):
     """Ban any token that would complete an n-gram already present in the sequence (transformers)."""
 
     no_repeat_ngram_size: int = setting(
-        kind="int", off=(0,), metavar="N", slider=(0, 6, 1),
+        kind="int",
+        off=(0,),
+        metavar="N",
+        slider=(0, 6, 1),
         allowed="must be a whole number >= 1 (0 turns it off)",
         check=lambda value: is_whole(value) and value >= 1,
         help="ban repeating any n-gram of this size, prompt included (0 = off)",

@@ -17,7 +17,10 @@ class RepetitionPenalty(Stage):
     """Divide positive (multiply negative) logits of every token already in the sequence (CTRL; transformers)."""
 
     repetition_penalty: float = setting(
-        kind="float", off=(None, 1.0), metavar="R", slider=(1.0, 2.0, 0.05),
+        kind="float",
+        off=(None, 1.0),
+        metavar="R",
+        slider=(1.0, 2.0, 0.05),
         allowed=f"must be in [{1 / MAX_PENALTY:g}, {MAX_PENALTY:g}]",
         check=lambda value: is_number(value) and 1 / MAX_PENALTY <= value <= MAX_PENALTY,
         help="> 1 discourages any token already in the prompt or output (1 = off)",

@@ -18,7 +18,10 @@ class Temperature(Stage):
 
     # 1 changes nothing; 0 means greedy, which the selector handles (GenerationConfig.is_greedy), not this stage
     temperature: float = setting(
-        kind="float", off=(1.0, 0.0), metavar="T", slider=(0.0, 2.0, 0.05),
+        kind="float",
+        off=(1.0, 0.0),
+        metavar="T",
+        slider=(0.0, 2.0, 0.05),
         allowed=f"must be at least {MIN_TEMPERATURE:g} (0 means greedy)",
         check=lambda value: is_number(value) and value >= MIN_TEMPERATURE,
         help=f">= {MIN_TEMPERATURE:g}; < 1 sharpens, > 1 flattens (0 = greedy, 1 = off)",

@@ -17,9 +17,13 @@ class TopK(Stage):
     """Keep the k most likely tokens (ties with the k-th are kept, as in transformers)."""
 
     top_k: int = setting(
-        kind="int", off=(None, 0), metavar="K", slider=(0, 100, 1),
+        kind="int",
+        off=(None, 0),
+        metavar="K",
+        slider=(0, 100, 1),
         allowed="must be a whole number >= 1 (0 or unset keeps every token)",
-        check=lambda value: is_whole(value) and value >= 1, help="keep the K most likely tokens (0 = off)",
+        check=lambda value: is_whole(value) and value >= 1,
+        help="keep the K most likely tokens (0 = off)",
     )
     name: ClassVar[str] = "top_k"
     warper: ClassVar[bool] = True

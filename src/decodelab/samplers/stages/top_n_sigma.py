@@ -20,7 +20,10 @@ class TopNSigma(Stage):
 
     # As in llama.cpp, n <= 0 turns it off (its default is -1), so any finite number is allowed.
     top_n_sigma: float = setting(
-        kind="float", off=(None, 0.0), metavar="N", slider=(0.0, 3.0, 0.05),
+        kind="float",
+        off=(None, 0.0),
+        metavar="N",
+        slider=(0.0, 3.0, 0.05),
         allowed="must be a finite number (0 or less turns it off)",
         check=is_number,
         help="keep tokens whose logit is at least max - N standard deviations of the logits (<= 0 = off)",

@@ -17,7 +17,11 @@ class TopP(Stage):
     """Nucleus: keep the smallest set of most likely tokens whose probability adds up to at least p."""
 
     top_p: float = setting(
-        kind="float", off=(None, 1.0), metavar="P", slider=(0.05, 1.0, 0.05), allowed="must be in (0, 1]",
+        kind="float",
+        off=(None, 1.0),
+        metavar="P",
+        slider=(0.05, 1.0, 0.05),
+        allowed="must be in (0, 1]",
         check=lambda value: is_number(value) and 0 < value <= 1,
         help="keep the most likely tokens until their mass reaches P (1 = off)",
     )

@@ -17,7 +17,11 @@ class TypicalP(Stage):
     """Locally typical sampling: keep tokens whose surprisal is closest to the entropy, up to mass p."""
 
     typical_p: float = setting(
-        kind="float", off=(None, 1.0), metavar="P", slider=(0.05, 1.0, 0.05), allowed="must be in (0, 1]",
+        kind="float",
+        off=(None, 1.0),
+        metavar="P",
+        slider=(0.05, 1.0, 0.05),
+        allowed="must be in (0, 1]",
         check=lambda value: is_number(value) and 0 < value <= 1,
         help="keep the tokens whose surprisal is closest to the entropy, up to mass P (1 = off)",
     )

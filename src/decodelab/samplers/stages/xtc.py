@@ -20,12 +20,20 @@ class XTC(Stage):
     the least likely of them."""
 
     xtc_probability: float = setting(
-        kind="float", off=(None, 0.0), metavar="P", slider=(0.0, 1.0, 0.05), allowed="must be in [0, 1]",
+        kind="float",
+        off=(None, 0.0),
+        metavar="P",
+        slider=(0.0, 1.0, 0.05),
+        allowed="must be in [0, 1]",
         check=lambda value: is_number(value) and 0 <= value <= 1,
         help="chance per step that XTC removes the top choices (0 = off)",
     )
     xtc_threshold: float = setting(
-        kind="float", default=0.1, metavar="T", slider=(0.0, 0.5, 0.01), allowed="must be in [0, 1]",
+        kind="float",
+        default=0.1,
+        metavar="T",
+        slider=(0.0, 0.5, 0.01),
+        allowed="must be in [0, 1]",
         check=lambda value: is_number(value) and 0 <= value <= 1,
         help="tokens at least this likely count as top choices (> 0.5 never removes any)",
     )
