@@ -242,8 +242,12 @@ def test_the_tree_renders_and_everything_is_json_ready(chat_result):
         (dict(length_penalty=math.nan), "length_penalty must be a finite number, got nan"),
         (dict(length_penalty=math.inf), "got inf"),
         (dict(length_penalty="1"), "got '1'"),
-        (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be a whole number >= 0, got -1"),
-        (dict(repetition_penalty=0.0), "repetition_penalty must be in [0.0001, 10000], got 0.0"),
+        (
+            dict(penalties={"no_repeat_ngram_size": -1}),
+            "no_repeat_ngram_size must be a whole number >= 1 (0 turns it off), got -1",
+        ),
+        (dict(penalties={"repetition_penalty": 0.0}), "repetition_penalty must be in [0.0001, 10000], got 0.0"),
+        (dict(penalties={"top_p": 0.9}), "beam search takes the settings of stages greedy decoding keeps"),
         (dict(stop_token_ids=(-1,)), "stop_token_ids must be token ids >= 0, got [-1]"),
     ],
 )

@@ -16,8 +16,8 @@ scores equal `generate(num_beams=..., do_sample=False)` and its `sequences_score
 - The search ends once num_beams hypotheses are finished and: early_stopping=True: at once; False: the best
   live beam, scored at its current length, cannot beat the worst kept hypothesis; "never": the same, but
   scored at max_new_tokens when length_penalty > 0 (the most optimistic length it could reach).
-- Scores add log-probabilities *after* the processors (repetition penalty, no-repeat n-gram), which act on
-  log-softmaxed scores, as transformers' beam search applies them.
+- Scores add log-probabilities *after* the processors (the stages greedy decoding keeps: repetition penalty,
+  no-repeat n-gram, DRY, biases), which act on log-softmaxed scores, as transformers' beam search applies them.
 
 One simplification: transformers starts from num_beams copies of the prompt and scores all but the first at
 -1e9 so that step 0 expands one; here step 0 simply has one live beam, the prompt, prefilled once by a
@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,12 +39,16 @@ from decodelab import views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState
 from decodelab.errors import BadInput
+from decodelab.generation_config import GenerationConfig
 from decodelab.records import StopReason
-from decodelab.samplers import NoRepeatNGram, RepetitionPenalty, SamplerChain
+from decodelab.samplers import STAGES, SamplerChain
 from decodelab.tokens import token_piece, visible
 
 if TYPE_CHECKING:
     import pandas
+
+# Settings beam search takes: those of the stages greedy decoding keeps (penalties and biases, not warpers).
+PENALTIES = tuple(setting.name for stage in STAGES.values() if not stage.warper for setting in stage.settings)
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,14 @@ class BeamConfig:
     length_penalty: float = 1.0  # score = sum_logprob / generated ** length_penalty; > 0 favours longer ones
     early_stopping: bool | str = False  # True | False | "never": when the search may end (module docstring)
     num_return_sequences: int = 1  # best finished hypotheses returned, <= num_beams
-    no_repeat_ngram_size: int = 0  # ban any token that would repeat an n-gram of this size (0 = off)
-    repetition_penalty: float | None = None  # > 0; > 1 discourages tokens already in the sequence
+    # settings of the sampler stages greedy decoding keeps (repetition_penalty, no_repeat_ngram_size, dry_*,
+    # logit_bias, ...): applied to the log-probabilities, in the default order, as transformers' beam search does
+    penalties: dict[str, Any] = field(default_factory=dict)
     stop_token_ids: tuple[int, ...] | None = None  # None = the model's stop ids, Decoder.stop_ids()
 
     def __post_init__(self):
         _check_int("num_beams", self.num_beams, 2, " (1 beam is greedy decoding: use generate(greedy=True))")
         _check_int("max_new_tokens", self.max_new_tokens, 1)
-        _check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
         _check_int("num_return_sequences", self.num_return_sequences, 1)
         if self.num_return_sequences > self.num_beams:
             raise BadInput(
@@ -79,16 +83,17 @@ class BeamConfig:
             not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.stop_token_ids
         ):
             raise BadInput(f"stop_token_ids must be token ids >= 0, got {list(self.stop_token_ids)!r}")
-        self.processors()  # validates repetition_penalty
+        if not isinstance(self.penalties, dict) or (reshaping := sorted(set(self.penalties) - set(PENALTIES))):
+            wrong = reshaping[0] if isinstance(self.penalties, dict) else repr(self.penalties)
+            raise BadInput(
+                f"beam search takes the settings of stages greedy decoding keeps ({', '.join(PENALTIES)}), "
+                f"not {wrong}: it scores every continuation, so there is no draw to reshape"
+            )
+        self.processors()  # validates the penalties, with the same message as everywhere
 
     def processors(self) -> SamplerChain:
-        """The stages beam search applies to log-probabilities, in transformers' order."""
-        stages = []
-        if self.repetition_penalty is not None and self.repetition_penalty != 1.0:
-            stages.append(RepetitionPenalty(self.repetition_penalty))
-        if self.no_repeat_ngram_size:
-            stages.append(NoRepeatNGram(self.no_repeat_ngram_size))
-        return SamplerChain(tuple(stages))
+        """The stages beam search applies to log-probabilities: those greedy decoding keeps, in default order."""
+        return GenerationConfig(greedy=True, **self.penalties).chain()
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -274,12 +279,12 @@ def beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool | str = False,
     num_return_sequences: int = 1,
-    no_repeat_ngram_size: int = 0,
-    repetition_penalty: float | None = None,
     stop_token_ids: Iterable[int] | None = None,
+    **penalties: Any,
 ) -> BeamResult:
     """Beam search from `prompt_ids` with an `LM` or its `Decoder`; equal to transformers'
-    `generate(num_beams=..., do_sample=False)`."""
+    `generate(num_beams=..., do_sample=False)`. `penalties` are settings of the stages greedy decoding keeps
+    (`repetition_penalty=1.2`, `no_repeat_ngram_size=3`, `dry_multiplier=0.8`, `ban=(13,)`, ...)."""
     stops = None if stop_token_ids is None else tuple(stop_token_ids)
     config = BeamConfig(
         num_beams,
@@ -287,8 +292,7 @@ def beam_search(
         length_penalty,
         early_stopping,
         num_return_sequences,
-        no_repeat_ngram_size,
-        repetition_penalty,
+        dict(penalties),
         stops,
     )
     return run_beam_search(as_decoder(model), prompt_ids, config)
@@ -300,7 +304,8 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
     started = time.perf_counter()
     # Prefill once: the search starts with a single live beam, the prompt (a prompt that fills the context is
     # refused here).
-    state = DecodeState(decoder.backend, prompt_ids)  # row b of ids / cache / logits is live[b]
+    # row b of ids / cache / logits is live[b]
+    state = DecodeState(decoder.backend, prompt_ids, vocabulary=decoder.tokenizer.texts)
     stop_ids = decoder.stop_ids(token_ids=config.stop_token_ids)
     width, penalty = config.num_beams, config.length_penalty
     ranked = max(2, 1 + len(stop_ids)) * width  # K candidates ranked per step

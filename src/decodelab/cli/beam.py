@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from decodelab.beam import PENALTIES
 from decodelab.cli.options import (
     add_chat_options,
     add_json_option,
@@ -13,6 +14,8 @@ from decodelab.cli.options import (
     print_json,
     read_text,
 )
+from decodelab.cli.sampler_options import add_sampler_flags, sampler_options
+from decodelab.samplers import settings_by_name
 
 EARLY_STOPPING: dict[str, bool | str] = {"true": True, "false": False, "never": "never"}
 
@@ -46,8 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="best sequences to print, <= --beams (1)",
     )
-    group.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
-    group.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
+    add_sampler_flags(group, [settings_by_name()[name] for name in PENALTIES])
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--tree", action="store_true", help="print the search tree after the sequences")
     add_json_option(output)
@@ -71,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty,
         early_stopping=EARLY_STOPPING[args.early_stopping],
         num_return_sequences=args.num_return_sequences,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        repetition_penalty=args.repetition_penalty,
+        **sampler_options(args, lm.tokenizer),
     )
     if args.json:
         print_json({"model": lm.name, **result.to_dict()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from typing import Any
 
 from decodelab.errors import BadInput
@@ -14,9 +15,10 @@ def flag(declared: Setting) -> str:
     return "--" + declared.name.replace("_", "-")
 
 
-def add_sampler_flags(group: argparse._ArgumentGroup) -> None:
-    """One flag per setting, in stage order; list-valued settings repeat (`--ban 13 --ban 42`)."""
-    for declared in all_settings():
+def add_sampler_flags(group: argparse._ArgumentGroup, settings: Iterable[Setting] | None = None) -> None:
+    """One flag per setting (default: every stage's), in stage order; list-valued settings repeat
+    (`--ban 13 --ban 42`)."""
+    for declared in all_settings() if settings is None else settings:
         help_text = declared.help if declared.stage in declared.name else f"{declared.help} [{declared.stage}]"
         if declared.kind in ("float", "int"):
             group.add_argument(
@@ -40,7 +42,7 @@ def sampler_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict[str,
     """The settings given on the command line, as GenerationConfig fields (unset flags are left out)."""
     options: dict[str, Any] = {}
     for declared in all_settings():
-        value = getattr(args, declared.name)
+        value = getattr(args, declared.name, None)
         if value is None:
             continue
         if declared.kind == "token_ids":
