@@ -15,24 +15,8 @@ from decodelab.cli.sampler_options import sampler_options
 from decodelab.compare import parse_strategies
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.samplers import DEFAULT_ORDER, History, TopNSigma
-
-INF = math.inf
-
-
-def no_history(rows: int = 1) -> History:
-    return History(torch.zeros(rows, 0, dtype=torch.long), 0)
-
-
-def random_logits(kind: str, seed: int) -> torch.Tensor:
-    """(4, 1000) logits: plain, with many exact ties, or with some entries already removed (-inf)."""
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(4, 1000, generator=generator) * 3  # (B, V)
-    if kind == "ties":
-        logits = logits.round()  # ~15 distinct values over 1000 tokens
-    elif kind == "neg_inf":
-        logits[torch.rand(4, 1000, generator=generator) < 0.3] = -INF
-    return logits
+from decodelab.samplers import DEFAULT_ORDER, TopNSigma
+from sampler_cases import INF, no_history, random_logits
 
 
 def reference_top_n_sigma(logits: torch.Tensor, n: float) -> torch.Tensor:

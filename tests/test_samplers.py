@@ -27,28 +27,13 @@ from decodelab.samplers import (
     TopP,
     TypicalP,
 )
+from sampler_cases import INF, no_history, random_logits
 
-INF = math.inf
 PROBS = [0.1, 0.2, 0.3, 0.4]  # llama.cpp test-sampling's 4-token distribution
 
 
 def log_probs(probs=PROBS) -> torch.Tensor:
     return torch.tensor([probs], dtype=torch.float64).log()  # (1, 4)
-
-
-def no_history(rows: int = 1) -> History:
-    return History(torch.zeros(rows, 0, dtype=torch.long), 0)
-
-
-def random_logits(kind: str, seed: int) -> torch.Tensor:
-    """(4, 1000) logits: plain, with many exact ties, or with some entries already removed (-inf)."""
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(4, 1000, generator=generator) * 3  # (B, V)
-    if kind == "ties":
-        logits = logits.round()  # ~15 distinct values over 1000 tokens
-    elif kind == "neg_inf":
-        logits[torch.rand(4, 1000, generator=generator) < 0.3] = -INF
-    return logits
 
 
 def random_history(seed: int) -> History:

@@ -9,6 +9,7 @@ entropy and mean nucleus size along the path it took; diversity and repetition c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -159,24 +160,26 @@ def compare(
     return outcomes
 
 
+METRIC_ROWS: tuple[tuple[str, Callable[[Outcome], str]], ...] = (  # name, how one outcome shows it
+    ("tokens", lambda o: str(len(o.token_ids))),
+    ("logprob", lambda o: f"{o.logprob:.1f}"),
+    ("perplexity", lambda o: f"{o.perplexity:.2f}"),
+    ("mean entropy", lambda o: f"{o.mean_entropy:.2f}"),
+    ("mean nucleus", lambda o: f"{o.mean_nucleus_size:.1f}"),
+    ("distinct-1", lambda o: f"{o.distinct_1:.2f}"),
+    ("distinct-2", lambda o: f"{o.distinct_2:.2f}"),
+    ("repeated 3-grams", lambda o: f"{o.repeated_3gram_rate:.2f}"),
+    ("stopped by", lambda o: o.stop_reason),
+)
+
+
 def comparison_table(outcomes: list[Outcome]) -> str:
     """Metrics side by side (one column per strategy), then each strategy's text."""
-    rows = [
-        ("tokens", lambda o: str(len(o.token_ids))),
-        ("logprob", lambda o: f"{o.logprob:.1f}"),
-        ("perplexity", lambda o: f"{o.perplexity:.2f}"),
-        ("mean entropy", lambda o: f"{o.mean_entropy:.2f}"),
-        ("mean nucleus", lambda o: f"{o.mean_nucleus_size:.1f}"),
-        ("distinct-1", lambda o: f"{o.distinct_1:.2f}"),
-        ("distinct-2", lambda o: f"{o.distinct_2:.2f}"),
-        ("repeated 3-grams", lambda o: f"{o.repeated_3gram_rate:.2f}"),
-        ("stopped by", lambda o: o.stop_reason),
-    ]
     labels = [o.strategy.label for o in outcomes]
-    widths = [max(len(label), *(len(render(o)) for _, render in rows)) for label, o in zip(labels, outcomes)]
-    name_width = max(len(name) for name, _ in rows)
+    widths = [max(len(label), *(len(render(o)) for _, render in METRIC_ROWS)) for label, o in zip(labels, outcomes)]
+    name_width = max(len(name) for name, _ in METRIC_ROWS)
     lines = ["  ".join([" " * name_width, *(label.rjust(w) for label, w in zip(labels, widths))])]
-    for name, render in rows:
+    for name, render in METRIC_ROWS:
         lines.append("  ".join([name.ljust(name_width), *(render(o).rjust(w) for o, w in zip(outcomes, widths))]))
     for outcome in outcomes:
         lines += ["", f"--- {outcome.strategy.label}", outcome.text.strip()]

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from decodelab import views
 from decodelab.beam import BeamNode, BeamResult, BeamTree
-from decodelab.compare import Comparison, Outcome
+from decodelab.compare import METRIC_ROWS, Comparison, Outcome
 from decodelab.distribution import Distribution
 from decodelab.engine import Generation
 from decodelab.records import Result, Step
@@ -190,23 +190,12 @@ def generation_html(generation: Generation) -> str:
 @views.html.register(Comparison)
 def comparison_html(outcomes: Sequence[Outcome]) -> str:
     """A metrics table (one column per strategy), then each strategy's text."""
-    metrics = [
-        ("tokens", lambda o: str(len(o.token_ids))),
-        ("logprob", lambda o: f"{o.logprob:.1f}"),
-        ("perplexity", lambda o: f"{o.perplexity:.2f}"),
-        ("mean entropy", lambda o: f"{o.mean_entropy:.2f}"),
-        ("mean nucleus", lambda o: f"{o.mean_nucleus_size:.1f}"),
-        ("distinct-1", lambda o: f"{o.distinct_1:.2f}"),
-        ("distinct-2", lambda o: f"{o.distinct_2:.2f}"),
-        ("repeated 3-grams", lambda o: f"{o.repeated_3gram_rate:.2f}"),
-        ("stopped by", lambda o: o.stop_reason),
-    ]
     head = "".join(f"<th style='{CELL}'>{escape(o.strategy.label)}</th>" for o in outcomes)
     rows = "".join(
         f"<tr><th style='{CELL};text-align:left'>{name}</th>"
         + "".join(f"<td style='{CELL}'>{escape(render(o))}</td>" for o in outcomes)
         + "</tr>"
-        for name, render in metrics
+        for name, render in METRIC_ROWS
     )
     texts = "".join(
         f"<tr><th style='{CELL};text-align:left;vertical-align:top'>{escape(o.strategy.label)}</th>"
