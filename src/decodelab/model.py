@@ -122,9 +122,9 @@ class LM:
     ) -> Generation:
         """A traced generation to iterate (Steps as they happen); `.results` holds one Result per row at the end.
 
-        Options are `GenerationConfig` fields: max_new_tokens, greedy, temperature, top_k, top_p, min_p,
-        typical_p, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, logit_bias,
-        ban, stop, stop_token_ids, max_time, seed, samplers, top_n, trace.
+        Options are `GenerationConfig` fields: max_new_tokens, greedy, stop, stop_token_ids, max_time, seed,
+        samplers, top_n, trace, and every sampler setting (temperature, top_p, dry_multiplier, ...: the README's
+        sampler table, or `decodelab.samplers.all_settings()`).
         """
         ids = self.prompt_ids(prompt, chat=chat, system=system)
         return Generation(self.decoder, ids, make_config(config, options), n)
@@ -184,7 +184,8 @@ class LM:
         """Beam search with a traced beam tree; equal to transformers' generate(num_beams=..., do_sample=False).
 
         Options: max_new_tokens, length_penalty, early_stopping (True | False | "never"), num_return_sequences,
-        no_repeat_ngram_size, repetition_penalty, stop_token_ids. See `decodelab.beam`.
+        stop_token_ids, and the settings of the stages greedy decoding keeps (repetition_penalty,
+        no_repeat_ngram_size, dry_multiplier, logit_bias, ...). See `decodelab.beam`.
         """
         return beam_search(self.decoder, self.prompt_ids(prompt, chat=chat, system=system), num_beams, **options)
 
