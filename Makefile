@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/samplers.py
 	$(BIN)/python bench/tinygpt.py
 
 clean:

@@ -77,12 +77,14 @@ class Session:
         self._chain = self.config.chain()
         self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
 
-    def distribution(self, after_samplers: bool = False) -> Distribution:
-        """The next-token distribution: the model's own, or after the configured sampler chain (as the next
-        `step()` will draw from it: with that draw's seed and the stages' memory)."""
+    def distribution(self, after_samplers: bool = False, config: GenerationConfig | None = None) -> Distribution:
+        """The next-token distribution: the model's own, or after the sampler chain (as the next `step()` will
+        draw from it: with that draw's seed and the stages' memory). `config` looks under another config's
+        chain without taking it on (the page's sliders before a step)."""
         logits = self._state.logits
         if after_samplers:
-            logits = self._chain(logits, self._history(self._next_draw))
+            chain = self._chain if config is None else config.chain()
+            logits = chain(logits, self._history(self._next_draw))
         return Distribution(logits[0], self.decoder.tokenizer, self._state.ids[0].tolist())
 
     def step(self) -> Step:

@@ -136,15 +136,11 @@ def _session_distribution(live, body: DistributionRequest) -> dict:
     reason = session.stop_reason
     if reason is not None and reason.kind == "context_full":
         raise BadInput("the context is full: there is no next token to look at; undo some tokens or start over")
-    own = session.config
-    try:  # the session's chain for this one look, then its own again
-        if body.config is not None:
-            session.configure(make_generation_config(body.config, GenerationConfig(seed=session.seed)))
-        session.configure(greedy=body.greedy)
-        config = session.config
-        raw, after = session.distribution(), session.distribution(after_samplers=True)
-    finally:
-        session.configure(own)
+    config = session.config
+    if body.config is not None:
+        config = make_generation_config(body.config, GenerationConfig(seed=session.seed))
+    config = config.with_(greedy=body.greedy)
+    raw, after = session.distribution(), session.distribution(after_samplers=True, config=config)
     vocab_size = raw.logits.numel()
     outside = [token for token in body.ids if not 0 <= token < vocab_size]
     if outside:
