@@ -94,9 +94,9 @@ def test_beam_search_starts_from_a_decode_state(bundled, monkeypatch):
     started = []
     original = DecodeState.__init__
 
-    def recording(self, backend, prompt_ids, rows=1):
+    def recording(self, backend, prompt_ids, rows=1, **options):
         started.append((len(prompt_ids), rows))
-        original(self, backend, prompt_ids, rows)
+        original(self, backend, prompt_ids, rows, **options)
 
     monkeypatch.setattr(DecodeState, "__init__", recording)
     bundled.beam_search("The cat", num_beams=2, max_new_tokens=2)
