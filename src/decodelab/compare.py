@@ -58,11 +58,11 @@ def _parse_one(label: str) -> Strategy:
     if label == "greedy":
         return Strategy(label, "greedy", {"greedy": True})
     options = {}
+    words = sampling_words()
     for setting in label.split(","):
         name, _, value = setting.strip().partition(":")
         if name == "beam":
             return Strategy(label, "beam", {"num_beams": _convert(name, value, int)})
-        words = sampling_words()
         if name not in words:
             known = ", ".join(["greedy", "beam:K", *(f"{word}:X" for word in words)])
             raise BadInput(f"unknown strategy setting {name!r} in {label!r}: use {known}")
