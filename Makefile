@@ -12,7 +12,7 @@ STAMP := $(VENV)/.decodelab-setup
 
 APT_PACKAGES := chromium fonts-noto-cjk
 
-.PHONY: setup system-packages demo lint test bench clean
+.PHONY: setup system-packages demo lint test bench bench-anchors clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,31 @@ bench: $(STAMP)
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/samplers.py
 	$(BIN)/python bench/tinygpt.py
+
+# `make bench-anchors` (not part of `make test` or `make bench`): a separate venv, .venv-anchors, holding
+# llama-cpp-python built from source for this CPU, so bench/decode.py can print llama.cpp's decode and prefill
+# rates on the bundled GGUF next to decodelab's (bench/anchors/). No torch there. llama.cpp's default build
+# (-march=native) segfaults on CPUs with AMX, so the GGML SIMD options come from bench/anchors/ggml_cmake_args.py,
+# read off /proc/cpuinfo. --no-cache-dir: pip caches a built wheel under the sdist's name alone and would reuse one
+# built with other options (for another CPU). About 5 minutes on 2 cores. The stamp holds the pin and the options:
+# a second run does nothing; a new pin or a different CPU builds again.
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+ANCHORS_VENV := .venv-anchors
+ANCHORS_PIP := $(ANCHORS_VENV)/bin/python -m pip --disable-pip-version-check --quiet
+ANCHORS_STAMP := $(ANCHORS_VENV)/.decodelab-anchors
+
+bench-anchors:
+	@set -e; cmake_args="$$($(PYTHON) bench/anchors/ggml_cmake_args.py)"; build="$(LLAMA_CPP_PYTHON) $$cmake_args"; \
+	if [ "$$(cat $(ANCHORS_STAMP) 2>/dev/null)" = "$$build" ]; then \
+		echo "decodelab: $(ANCHORS_VENV) has $(LLAMA_CPP_PYTHON) built for this CPU"; exit 0; fi; \
+	set -x; \
+	test -x $(ANCHORS_VENV)/bin/python || $(PYTHON) -m venv $(ANCHORS_VENV); \
+	rm -f $(ANCHORS_STAMP); \
+	$(ANCHORS_PIP) install --upgrade pip; \
+	$(ANCHORS_PIP) uninstall --yes llama-cpp-python; \
+	CMAKE_ARGS="$$cmake_args" $(ANCHORS_PIP) install --no-cache-dir --no-binary llama-cpp-python $(LLAMA_CPP_PYTHON); \
+	$(ANCHORS_VENV)/bin/python -c "import llama_cpp"; \
+	echo "$$build" > $(ANCHORS_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output
