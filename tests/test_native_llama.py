@@ -85,9 +85,9 @@ def test_stacked_projections_keep_checkpoint_names_and_share_memory(tiny_llama_d
     assert {"layers.0.self_attn.q_proj.weight", "layers.1.mlp.up_proj.weight"} <= names
     assert not any("qkv" in name or "gate_up" in name for name in names)
     attn, mlp = model.layers[0].self_attn, model.layers[0].mlp
-    assert attn.q_proj.weight.data_ptr() == attn.qkv_weight.data_ptr()
-    assert torch.equal(attn.qkv_weight[-attn.v_proj.weight.shape[0] :], attn.v_proj.weight)
-    assert torch.equal(mlp.gate_up_weight[mlp.gate_proj.weight.shape[0] :], mlp.up_proj.weight)
+    assert attn.q_proj.weight.data_ptr() == attn.qkv.weight.data_ptr()
+    assert torch.equal(attn.qkv.weight[-attn.v_proj.weight.shape[0] :], attn.v_proj.weight)
+    assert torch.equal(mlp.gate_up.weight[mlp.gate_proj.weight.shape[0] :], mlp.up_proj.weight)
 
 
 def test_outputs_and_forked_caches_are_ordinary_tensors(tiny_llama_dir):

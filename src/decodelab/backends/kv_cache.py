@@ -37,6 +37,11 @@ class LayerKVCache:
     def _make_room(self, layer: int, needed: int) -> None:
         """Make `layer`'s buffers hold at least `needed` positions; fixed-size buffers already do."""
 
+    def reserve(self, needed: int) -> None:
+        """Make every layer's buffers hold at least `needed` positions (before a step that writes in place)."""
+        for layer in range(len(self.keys)):
+            self._make_room(layer, needed)
+
     def advance(self, new_positions: int) -> None:
         self.length += new_positions
 
@@ -59,3 +64,18 @@ def layer_cache(cache: Cache | None, backend: str) -> LayerKVCache | None:
     if cache is None or isinstance(cache, LayerKVCache):
         return cache
     raise Unsupported(f"the {backend} backend runs on the cache its new_cache() makes, got a {type(cache).__name__}")
+
+
+class StaticSlots:
+    """One layer's KV buffers as a compiled decode step sees them: fixed-size (B, H, S, D) tensors that `append`
+    writes at explicit `positions` (T,) and hands back whole; the step masks the positions not yet written."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor):
+        self.keys, self.values, self.positions = keys, values, positions
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write (B, H, T, D) keys/values at `positions`; return the whole buffers, (B, H, S, D). The buffers are
+        this layer's already, so `layer` is not read: every layer then compiles to the same graph."""
+        self.keys.index_copy_(2, self.positions, k)
+        self.values.index_copy_(2, self.positions, v)
+        return self.keys, self.values
