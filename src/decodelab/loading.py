@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from decodelab.backends.quantized import QUANTIZATIONS
 from decodelab.backends.registry import (
     BACKENDS,
     BackendLoader,
@@ -25,7 +26,7 @@ from decodelab.backends.registry import (
     hub_loader,
     register_backend,
 )
-from decodelab.errors import BadInput, DecodelabError, ModelNotFound
+from decodelab.errors import BadInput, DecodelabError, ModelNotFound, Unsupported
 from decodelab.gguf_cache import (
     BUNDLED_NAME,
     bundled_gguf_path,
@@ -47,6 +48,8 @@ def load(
     device: str = "cpu",
     backend: str = "auto",
     trust_remote_code: bool = False,
+    quantize: str = "none",
+    compile: bool = False,
 ) -> LM:
     """Load a causal LM with its tokenizer.
 
@@ -58,10 +61,42 @@ def load(
     `backend="auto"` runs tiny-GPT checkpoints on their own model, converted Llama-family models on decodelab's
     native forward and everything else on transformers; "native" or "transformers" (or any registered backend)
     force one.
+
+    Fast modes (never silent: `LM.mode` names them, and every trace, listing and server answer shows it):
+    `dtype="bfloat16"`; `quantize="int8"` (per-channel) or `"int4"` (group-wise, GGUF Q4_1's grid) weights;
+    `compile=True` runs the one-token decode step as a `torch.compile`d graph (the warm-up, tens of seconds,
+    happens here; `LM.compile_seconds` says how long). The float32, uncompiled default is the exact path.
     """
     torch_dtype = _parse_dtype(dtype)
     if backend not in backend_names():
         raise BadInput(f"backend must be one of {', '.join(backend_names())}, got {backend!r}")
+    if quantize not in QUANTIZATIONS:
+        raise BadInput(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    lm = _load(name_or_path, torch_dtype, device, backend, trust_remote_code)
+    return _with_fast_modes(lm, quantize, compile)
+
+
+def _with_fast_modes(lm: LM, quantize: str, compile: bool) -> LM:
+    """`lm` with its weights quantized and its decode step compiled, as asked; a backend that cannot is one error."""
+    for asked, flag, method in (
+        (quantize != "none", "quantize", "quantize"),
+        (compile, "compile", "compile_decode_step"),
+    ):
+        if asked and not callable(getattr(lm.backend, method, None)):
+            raise Unsupported(
+                f"{flag} runs on the native backend only, and {lm.name!r} loaded on {type(lm.backend).__name__}: "
+                f"drop --{flag} (or load a Llama-family model, such as the bundled one)"
+            )
+    if quantize != "none":
+        lm.backend.quantize(quantize)  # type: ignore[attr-defined]
+    if compile:
+        lm.compile_seconds = lm.backend.compile_decode_step()  # type: ignore[attr-defined]
+    return lm
+
+
+def _load(
+    name_or_path: str | os.PathLike | None, torch_dtype: torch.dtype, device: str, backend: str, trust_remote_code: bool
+) -> LM:
     if name_or_path is None or str(name_or_path).lower() in BUNDLED_ALIASES:
         gguf = bundled_gguf_path()
         return _load_converted(gguf, BUNDLED_NAME, "bundled", torch_dtype, device, backend, trust_remote_code)

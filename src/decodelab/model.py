@@ -15,6 +15,7 @@ import decodelab.tables  # noqa: F401
 from decodelab.backends.base import Backend
 from decodelab.beam import BeamResult, beam_search
 from decodelab.chat import Message, build_messages, render_chat
+from decodelab.compute_mode import ComputeMode
 from decodelab.decoder import Decoder
 from decodelab.decoding import prefill
 from decodelab.distribution import Distribution
@@ -40,6 +41,7 @@ class LM:
     eos_ids: tuple[int, ...] = ()  # end-of-sequence ids named by the model and generation configs
     source: str = "hub"  # "bundled" | "gguf" | "directory" | "hub" | "tinygpt"
     path: Path | None = None  # the directory the weights were read from, when local
+    compile_seconds: float | None = None  # what compiling the decode step took, when loaded with compile=True
 
     @property
     def model(self) -> Any:
@@ -53,6 +55,11 @@ class LM:
     @property
     def dtype(self) -> torch.dtype:
         return self.backend.dtype
+
+    @property
+    def mode(self) -> ComputeMode:
+        """dtype, weight quantization and compilation: whether this model runs the exact path or a fast mode."""
+        return ComputeMode.of(self.backend)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,46 @@
+"""How a loaded model computes: its dtype, how its weights are held, whether its decode step is compiled.
+
+A fast mode is never silent: `decodelab models`, traces, `/v1/models` and `/api/info` all show this record,
+and `exact` says whether the numbers are the reference float32 ones (see README "Fast modes" for what each
+mode changes, measured).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ComputeMode:
+    dtype: str  # "float32", "bfloat16", "float16": the activations' (and unquantized weights') dtype
+    quantization: str  # "none", "int8" or "int4": how the projection weights are stored
+    compiled: bool  # whether one-token decode steps run a torch.compile'd graph
+
+    @classmethod
+    def of(cls, backend: object) -> ComputeMode:
+        dtype = getattr(backend, "dtype", torch.float32)
+        return cls(
+            dtype=str(dtype).removeprefix("torch."),
+            quantization=getattr(backend, "quantization", "none"),
+            compiled=bool(getattr(backend, "compiled", False)),
+        )
+
+    @property
+    def exact(self) -> bool:
+        """float32 weights and activations, eager: the path parity tests hold bit for bit against transformers."""
+        return self.dtype == "float32" and self.quantization == "none" and not self.compiled
+
+    @property
+    def label(self) -> str:
+        """'float32', 'float32, int4 weights, compiled', ..."""
+        parts = [self.dtype]
+        if self.quantization != "none":
+            parts.append(f"{self.quantization} weights")
+        if self.compiled:
+            parts.append("compiled")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "exact": self.exact, "label": self.label}
