@@ -10,7 +10,9 @@ from decodelab.cli.options import (
     add_json_option,
     add_model_option,
     load_model,
+    model_fields,
     positive_int,
+    print_fast_mode_note,
     print_json,
     read_text,
 )
@@ -76,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         **sampler_options(args, lm.tokenizer),
     )
     if args.json:
-        print_json({"model": lm.name, **result.to_dict()})
+        print_json({**model_fields(lm), **result.to_dict()})
         return 0
+    print_fast_mode_note(lm)
     for rank, hypothesis in enumerate(result.sequences, start=1):
         print(
             f"--- #{rank}  score {hypothesis.score:.4f}  (sum logprob {hypothesis.sum_logprob:.3f}, "

@@ -9,7 +9,9 @@ from decodelab.cli.options import (
     add_json_option,
     add_model_option,
     load_model,
+    model_fields,
     positive_int,
+    print_fast_mode_note,
     print_json,
     read_text,
 )
@@ -41,12 +43,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "model": lm.name,
+                **model_fields(lm),
                 "prompt_tokens": len(ids),
                 "seed": args.seed,
                 "outcomes": [outcome.to_dict() for outcome in outcomes],
             }
         )
     else:
+        print_fast_mode_note(lm)
         print(comparison_table(outcomes))
     return 0

@@ -11,7 +11,9 @@ from decodelab.cli.options import (
     add_json_option,
     add_model_option,
     load_model,
+    model_fields,
     positive_int,
+    print_fast_mode_note,
     print_json,
     read_text,
 )
@@ -72,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
         for step in generation:
             print_json(step.to_dict())
         for row, result in enumerate(generation.results):
-            print_json({"row": row, **result.to_dict()})
+            print_json({"row": row, **model_fields(lm), **result.to_dict()})
     elif args.trace:
         print_trace(lm, generation, prompt if not chat else lm.chat_prompt(prompt, args.system))
     else:
+        print_fast_mode_note(lm, file=sys.stderr)  # standard output is the text alone
         print_stream(generation)
     return 0
 
@@ -96,7 +99,9 @@ def print_stream(generation) -> None:
 
 
 def print_trace(lm: LM, generation: Generation, prompt_text: str) -> None:
-    """The tutorial's table: the input so far, then the five most likely choices with their %."""
+    """The tutorial's table: the input so far, then the five most likely choices with their %. A fast mode
+    heads it (its probabilities are not the exact path's)."""
+    print_fast_mode_note(lm)
     text = prompt_text
     for step in generation:
         if generation.n > 1:

@@ -9,7 +9,9 @@ from decodelab.cli.options import (
     add_json_option,
     add_model_option,
     load_model,
+    model_fields,
     positive_int,
+    print_fast_mode_note,
     print_json,
     read_text,
 )
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     prompt = read_text(args.prompt)
     distribution = lm.next_token_distribution(prompt, chat=args.chat or args.system is not None, system=args.system)
     if args.json:
-        print_json({"model": lm.name, **distribution.to_dict(args.top)})
+        print_json({**model_fields(lm), **distribution.to_dict(args.top)})
     else:
+        print_fast_mode_note(lm)
         print(distribution.table(args.top))
     return 0

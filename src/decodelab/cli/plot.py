@@ -10,9 +10,17 @@ decodelab plot beam "The capital of France is" --beams 3 --max-new-tokens 6 --ou
 from __future__ import annotations
 
 import argparse
+import sys
 
 from decodelab.cli.generate import add_generation_options, generation_options
-from decodelab.cli.options import add_chat_options, add_model_option, load_model, positive_int, read_text
+from decodelab.cli.options import (
+    add_chat_options,
+    add_model_option,
+    load_model,
+    positive_int,
+    print_fast_mode_note,
+    read_text,
+)
 
 
 def positive_floats(text: str) -> tuple[float, ...]:
@@ -111,4 +119,5 @@ def run(args: argparse.Namespace) -> int:
             draw = plots.plot_methods_heatmap if args.heatmap else plots.plot_methods
             draw(dist, args.methods or plots.DEFAULT_METHODS, top=args.top, seed=args.seed, path=args.out)
     print(f"wrote {args.out}")
+    print_fast_mode_note(lm, file=sys.stderr)  # a plot of a fast mode's numbers, not the exact path's
     return 0

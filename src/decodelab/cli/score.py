@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from decodelab.cli.options import add_json_option, add_model_option, load_model, print_json, read_text
+from decodelab.cli.options import (
+    add_json_option,
+    add_model_option,
+    load_model,
+    model_fields,
+    print_fast_mode_note,
+    print_json,
+    read_text,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -24,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(args)
     score = score_text(lm, read_text(args.text), prompt=args.prompt)
     if args.json:
-        print_json({"model": lm.name, **score.to_dict()})
+        print_json({**model_fields(lm), **score.to_dict()})
     else:
+        print_fast_mode_note(lm)
         print(score.table())
     return 0

@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
     lm = load_model(args)
     per_token = kv_bytes_per_token(lm.backend)
+    mode = "" if lm.mode.exact else f" in a fast mode ({lm.mode.label}: not the exact path)"
     print(
-        f"decodelab: serving {lm.name} at http://{args.host}:{args.port}/ (OpenAI API under /v1); KV budget "
+        f"decodelab: serving {lm.name}{mode} at http://{args.host}:{args.port}/ (OpenAI API under /v1); KV budget "
         f"{describe_tokens(limits['max_batch_tokens'], per_token)} for requests, "
         f"{describe_tokens(limits['max_session_tokens'], per_token)} for sessions",
         file=sys.stderr,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from decodelab.cli.options import add_json_option, positive_int, read_text
+from decodelab.cli.options import add_compute_options, add_json_option, positive_int, read_text
 
 SHAPE_OPTIONS = {"layers": "n_layer", "heads": "n_head", "dim": "n_embd", "block_size": "block_size"}
 TRAINING_OPTIONS = {
@@ -95,12 +95,13 @@ def _add_generate(tiny: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint", dest="model", required=True, metavar="DIR", help="a `tiny train` --out directory"
     )
+    add_compute_options(parser.add_argument_group("model"))
     add_generation_options(parser)
     parser.add_argument("--n", type=positive_int, default=1, help="samples of the prompt, batched (seed + row)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--trace", action="store_true", help="print the step table: text so far and top choices")
     add_json_option(output)
-    parser.set_defaults(run=run_generate, chat=False, system=None)
+    parser.set_defaults(run=run_generate, chat=False, system=None, backend="auto")
 
 
 def _add_inspect(tiny: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ from decodelab.cli.options import (
     add_json_option,
     add_model_option,
     load_model,
+    model_fields,
     print_json,
     read_text,
 )
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     view = lm.chat_tokens(text, args.system) if chat else lm.tokenize(text)
     stop_ids = sorted(lm.stop_ids(args.stop))
     if args.json:
-        result = {"model": lm.name, **view.to_dict()}
+        result = {**model_fields(lm), **view.to_dict()}
         if chat:
             result["stop_ids"] = stop_ids
             result["stop_strings"] = args.stop
