@@ -1,7 +1,8 @@
 """decodelab's own endpoints, used by the web explorer (and by anyone scripting against the server).
 
-    GET  /api/info                       model, context, vocabulary size, chat template, the server's limits,
-                                         and the sampler stages (from the registry) for the page's controls
+    GET  /api/info                       model, compute mode, context, vocabulary size, chat template, the
+                                         server's limits, and the sampler stages (from the registry) for the
+                                         page's controls
     GET  /api/stats                      runner counters (admitted, rejected, cancelled, tokens, ...)
     POST /api/tokenize                   the token view of a prompt
     POST /api/next                       the next-token distribution: raw and after the sampler chain
@@ -60,6 +61,8 @@ async def info(request: Request) -> dict:
     return {
         "model": lm.name,
         "source": lm.source,
+        "mode": lm.mode.to_dict(),  # dtype, quantization, compiled: `exact` is false in a fast mode
+        "compile_seconds": lm.compile_seconds,  # the decode step's warm-up, when it was compiled
         "context_length": lm.context_length,
         "vocab_size": lm.backend.vocab_size,
         "chat_template": lm.tokenizer.chat_template is not None,

@@ -3,7 +3,8 @@
 Output comes from decodelab's own traced loop, so `logprobs` are the model's log-probabilities recorded in
 each Step (`Step.logprob`, and `Step.raw_top` for `top_logprobs`), and `seed` reproduces a request exactly
 (choice i of n uses seed + i). A stop token ends a choice and is counted in `usage` but, as with OpenAI, is
-not part of the text or the logprobs.
+not part of the text or the logprobs. A fast mode is never silent: each model object carries
+`decodelab.mode` (`ComputeMode.to_dict()`), and `system_fingerprint` names the mode unless it is the exact one.
 """
 
 from __future__ import annotations
@@ -43,19 +44,43 @@ def served_names(lm: LM) -> list[str]:
     return [lm.name]
 
 
+def model_object(lm: LM, name: str) -> dict:
+    """OpenAI's model object, plus decodelab's own field: how the model computes (dtype, quantization, compiled)."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "decodelab",
+        "decodelab": {"mode": lm.mode.to_dict()},
+    }
+
+
+def system_fingerprint(lm: LM) -> str:
+    """'decodelab-0.1.0' on the exact path; a fast mode adds itself: 'decodelab-0.1.0-float32-int8-compiled'."""
+    from decodelab import __version__
+
+    mode = lm.mode
+    if mode.exact:
+        return f"decodelab-{__version__}"
+    parts = [f"decodelab-{__version__}", mode.dtype]
+    if mode.quantization != "none":
+        parts.append(mode.quantization)
+    if mode.compiled:
+        parts.append("compiled")
+    return "-".join(parts)
+
+
 @router.get("/models")
 async def list_models(request: Request) -> dict:
     lm = _app(request).lm
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "decodelab"} for name in served_names(lm)],
-    }
+    return {"object": "list", "data": [model_object(lm, name) for name in served_names(lm)]}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict:
-    _check_model(_app(request).lm, model_id)
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "decodelab"}
+    lm = _app(request).lm
+    _check_model(lm, model_id)
+    return model_object(lm, model_id)
 
 
 def _check_model(lm: LM, name: str) -> None:
@@ -294,14 +319,12 @@ class Reply:
         self._offsets = [TextOffsets() for _ in range(generation.n)]  # per choice, for streamed text_offset
 
     def _envelope(self, choices: list[dict], chunk: bool = False) -> dict:
-        from decodelab import __version__
-
         return {
             "id": self.id,
             "object": self.kind + (".chunk" if chunk and self.chat else ""),
             "created": self.created,
             "model": self.lm.name,
-            "system_fingerprint": f"decodelab-{__version__}",
+            "system_fingerprint": system_fingerprint(self.lm),
             "choices": choices,
         }
 

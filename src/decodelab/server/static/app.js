@@ -549,7 +549,8 @@ async function connect() {
   if (!page.controls.length) buildControls(info); // before the model line, which tests wait for
   renderBars();
   $("model-info").textContent = `${info.model} · context ${info.context_length.toLocaleString("en")} tokens · ` +
-    `vocabulary ${info.vocab_size.toLocaleString("en")}` + (info.chat_template ? " · chat template" : "");
+    `vocabulary ${info.vocab_size.toLocaleString("en")}` + (info.chat_template ? " · chat template" : "") +
+    (info.mode.exact ? "" : ` · fast mode: ${info.mode.label} (not the exact path)`);
   $("chat").disabled = !info.chat_template;
 }
 
