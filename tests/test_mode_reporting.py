@@ -200,3 +200,24 @@ def test_compile_prints_its_warm_up_and_reports_the_mode(tiny_llama_dir):
     assert line.startswith("decodelab: compiled the decode step in ") and line.endswith(
         " s (float32, compiled); later steps in this process reuse it"
     )
+
+
+@pytest.mark.slow
+def test_the_page_names_a_fast_mode(tiny_llama_dir):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from live_server import live_server
+    from test_web import CHROMIUM, FLAGS  # the browser the page tests use
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    lm = decodelab.load(tiny_llama_dir, backend="native", quantize="int8")
+    with live_server(lm) as running, playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(running.url)
+            playwright_api.expect(page.locator("#model-info")).to_contain_text(
+                "fast mode: float32, int8 weights (not the exact path)"
+            )
+        finally:
+            browser.close()
