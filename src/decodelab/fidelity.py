@@ -67,16 +67,28 @@ def step_logprobs(lm, sequence: list[int], steps: int) -> torch.Tensor:
     return torch.cat(logits).float().log_softmax(dim=-1)  # (steps, V)
 
 
+class FidelityReference:
+    """The exact path's side of the comparison, computed once: each prompt's greedy continuation and the
+    reference log-probabilities along it; `compare` measures any number of fast models against it."""
+
+    def __init__(self, reference, prompts: Sequence[str] = FIDELITY_PROMPTS, steps: int = 50):
+        self.steps = steps
+        self.sequences = reference_continuations(reference, prompts, steps)
+        self.logprobs = [step_logprobs(reference, sequence, steps) for sequence in self.sequences]  # (S, V) each
+
+    def compare(self, fast) -> Fidelity:
+        agree, kl, delta, count = 0, 0.0, 0.0, 0
+        for sequence, exact in zip(self.sequences, self.logprobs):
+            approx = step_logprobs(fast, sequence, self.steps)  # (S, V)
+            chosen = torch.tensor(sequence[-self.steps :])  # (S,) the reference's greedy tokens
+            agree += int((approx.argmax(dim=-1) == exact.argmax(dim=-1)).sum())
+            kl += float((exact.exp() * (exact - approx)).nan_to_num().sum())  # 0 * log 0 terms count 0
+            moved = (approx.gather(1, chosen[:, None]) - exact.gather(1, chosen[:, None])).abs()
+            delta = max(delta, float(moved.max()))
+            count += self.steps
+        return Fidelity(count, agree / count, kl / count, delta)
+
+
 def measure_fidelity(reference, fast, prompts: Sequence[str] = FIDELITY_PROMPTS, steps: int = 50) -> Fidelity:
     """Compare `fast` against `reference` (two loaded LMs with one tokenizer) on `steps` steps of each prompt."""
-    agree, kl, delta, count = 0, 0.0, 0.0, 0
-    for sequence in reference_continuations(reference, prompts, steps):
-        exact = step_logprobs(reference, sequence, steps)  # (S, V)
-        approx = step_logprobs(fast, sequence, steps)
-        chosen = torch.tensor(sequence[-steps:])  # (S,) the reference's greedy tokens
-        agree += int((approx.argmax(dim=-1) == exact.argmax(dim=-1)).sum())
-        kl += float((exact.exp() * (exact - approx)).nan_to_num().sum())  # 0 * log 0 terms count 0
-        moved = (approx.gather(1, chosen[:, None]) - exact.gather(1, chosen[:, None])).abs()
-        delta = max(delta, float(moved.max()))
-        count += steps
-    return Fidelity(count, agree / count, kl / count, delta)
+    return FidelityReference(reference, prompts, steps).compare(fast)

@@ -72,21 +72,28 @@ def load(
         raise BadInput(f"backend must be one of {', '.join(backend_names())}, got {backend!r}")
     if quantize not in QUANTIZATIONS:
         raise BadInput(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if backend != "auto" and not BACKENDS[backend].fast_modes:  # refuse before loading what would be refused
+        _require_fast_modes(backend, quantize, compile)
     lm = _load(name_or_path, torch_dtype, device, backend, trust_remote_code)
     return _with_fast_modes(lm, quantize, compile)
 
 
-def _with_fast_modes(lm: LM, quantize: str, compile: bool) -> LM:
-    """`lm` with its weights quantized and its decode step compiled, as asked; a backend that cannot is one error."""
-    for asked, flag, method in (
-        (quantize != "none", "quantize", "quantize"),
-        (compile, "compile", "compile_decode_step"),
-    ):
-        if asked and not callable(getattr(lm.backend, method, None)):
+def _require_fast_modes(backend: str, quantize: str, compile: bool) -> None:
+    """One clear error when quantize or compile is asked of a `backend` that does not take them."""
+    for asked, flag in ((quantize != "none", "quantize"), (compile, "compile")):
+        if asked:
             raise Unsupported(
-                f"{flag} runs on the native backend only, and {lm.name!r} loaded on {type(lm.backend).__name__}: "
+                f"{flag} runs on the native backend only, and this model loads on {backend}: "
                 f"drop --{flag} (or load a Llama-family model, such as the bundled one)"
             )
+
+
+def _with_fast_modes(lm: LM, quantize: str, compile: bool) -> LM:
+    """`lm` with its weights quantized and its decode step compiled, as asked; a backend that cannot is one error."""
+    if not (
+        callable(getattr(lm.backend, "quantize", None)) and callable(getattr(lm.backend, "compile_decode_step", None))
+    ):
+        _require_fast_modes(type(lm.backend).__name__, quantize, compile)
     if quantize != "none":
         lm.backend.quantize(quantize)  # type: ignore[attr-defined]
     if compile:
@@ -321,5 +328,5 @@ def _load_transformers(request: LoadRequest) -> LM:
 
 
 register_backend(BackendLoader("tinygpt", claims=_is_tinygpt, load=_load_tinygpt))
-register_backend(BackendLoader("native", claims=_native_reads, load=_load_native))
+register_backend(BackendLoader("native", claims=_native_reads, load=_load_native, fast_modes=True))
 register_backend(BackendLoader("transformers", claims=_has_config, load=_load_transformers, reads_hub=True))

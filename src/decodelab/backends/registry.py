@@ -51,6 +51,7 @@ class BackendLoader:
     claims: Callable[[Path], bool]  # whether "auto" should load this directory with it (cheap: reads a file or two)
     load: Callable[[LoadRequest], LM]
     reads_hub: bool = False  # whether it can load a hub id (downloading it when allowed)
+    fast_modes: bool = False  # whether its models take quantize= and compile= (see decodelab.load)
 
 
 BACKENDS: dict[str, BackendLoader] = {}  # name -> loader, in the order "auto" asks them
