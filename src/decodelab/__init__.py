@@ -8,8 +8,16 @@
 Names are imported on first use, so `import decodelab` (and the CLI's light commands) stay fast.
 """
 
+import os
 from importlib import import_module
 from typing import TYPE_CHECKING
+
+# torch's OpenMP threads sleep between parallel regions instead of spinning: on a shared or busy machine spinning
+# threads steal the cores the work needs (bench/threads.py: decode ~3x slower beside one busy process), and idle
+# it costs little. libgomp reads this once, when torch is first imported, so it is set before anything imports
+# torch; a user's own OMP_WAIT_POLICY is kept, and DECODELAB_OMP_WAIT_POLICY=keep leaves the runtime's default.
+if os.environ.get("DECODELAB_OMP_WAIT_POLICY") != "keep":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
