@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/samplers.py
+	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/tinygpt.py
 
 # `make bench-anchors` (not part of `make test` or `make bench`): a separate venv, .venv-anchors, holding

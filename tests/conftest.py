@@ -26,30 +26,39 @@ def bundled_hf(bundled):
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, bundled) -> Path:
-    """A random 2-layer Llama with grouped-query attention and an untied head, saved with SmolLM2's tokenizer."""
+def make_tiny_llama(tmp_path_factory, bundled):
+    """Builds a random 2-layer Llama with grouped-query attention (widths 64 and 128, divisible by int4's groups),
+    saved with SmolLM2's tokenizer; keyword arguments change its transformers `LlamaConfig`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=bundled.tokenizer.vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        rope_theta=10000.0,
-        eos_token_id=2,
-        bos_token_id=1,
-    )
-    model = LlamaForCausalLM(config)
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(bundled.path / name, directory / name)
-    return directory
+    def make(name: str, **changes) -> Path:
+        torch.manual_seed(0)
+        settings = dict(
+            vocab_size=bundled.tokenizer.vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            rope_theta=10000.0,
+            eos_token_id=2,
+            bos_token_id=1,
+        )
+        directory = tmp_path_factory.mktemp(name)
+        LlamaForCausalLM(LlamaConfig(**{**settings, **changes})).save_pretrained(directory)
+        for file in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            shutil.copy(bundled.path / file, directory / file)
+        return directory
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(make_tiny_llama) -> Path:
+    """A random 2-layer Llama with grouped-query attention and an untied head, saved with SmolLM2's tokenizer."""
+    return make_tiny_llama("tiny-llama")
 
 
 @pytest.fixture(scope="session")

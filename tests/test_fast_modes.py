@@ -3,8 +3,6 @@ exact path (top-1 agreement above a stated floor) and say what they are; batches
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -19,28 +17,9 @@ TOP1_FLOOR = {("float32", "int8"): 0.9, ("float32", "int4"): 0.9, ("bfloat16", "
 
 
 @pytest.fixture(scope="module")
-def long_tiny_llama_dir(tmp_path_factory, bundled):
-    """A random 2-layer Llama (widths divisible by 32, for int4) reading 1024 positions, with SmolLM2's tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=bundled.tokenizer.vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        eos_token_id=2,
-        bos_token_id=1,
-    )
-    directory = tmp_path_factory.mktemp("long-tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(bundled.path / name, directory / name)
-    return directory
+def long_tiny_llama_dir(make_tiny_llama):
+    """The tiny random Llama with a tied head, reading 1024 positions (so its cache grows past 256)."""
+    return make_tiny_llama("long-tiny-llama", max_position_embeddings=1024, tie_word_embeddings=True)
 
 
 def _stepwise_logits(lm, prompt_ids: list[int], tokens: list[int]) -> torch.Tensor:
@@ -125,16 +104,26 @@ def test_the_exact_path_measures_as_exact(bundled):
 
 
 @pytest.mark.slow
-def test_quantized_tiny_model_runs_both_eager_and_compiled(long_tiny_llama_dir):
-    for quantize in ("int8", "int4"):
-        eager = decodelab.load(long_tiny_llama_dir, backend="native", quantize=quantize)
-        assert eager.mode.quantization == quantize and not eager.mode.exact
-        assert eager.backend.embed_tokens.weight.numel() == 0  # the float table is freed: the head is read back
-        options = dict(greedy=True, max_new_tokens=6, stop_token_ids=())
+def test_every_mode_runs_eager_and_compiled_side_by_side_in_one_process(long_tiny_llama_dir):
+    """Five compiled modes in one process: ten graphs of the shared block step, past torch's default limit."""
+    options = dict(greedy=True, max_new_tokens=6, stop_token_ids=())
+    modes = [("float32", "int8"), ("float32", "int4"), ("bfloat16", "none"), ("bfloat16", "int8"), ("bfloat16", "int4")]
+    compiled_models = []
+    for dtype, quantize in modes:
+        eager = decodelab.load(long_tiny_llama_dir, backend="native", dtype=dtype, quantize=quantize)
+        assert (eager.mode.dtype, eager.mode.quantization, eager.mode.exact) == (dtype, quantize, False)
+        if quantize != "none":
+            assert eager.backend.embed_tokens.weight.numel() == 0  # the float table is freed: the head is read back
         tokens = eager.generate("Once upon a time", **options).token_ids
         assert len(tokens) == 6
-        compiled = decodelab.load(long_tiny_llama_dir, backend="native", quantize=quantize, compile=True)
-        assert compiled.generate("Once upon a time", **options).token_ids == tokens
+        compiled = decodelab.load(long_tiny_llama_dir, backend="native", dtype=dtype, quantize=quantize, compile=True)
+        compiled_models.append((compiled, tokens))
+    for compiled, tokens in compiled_models:  # each model still runs its own graphs after the others compiled
+        again = compiled.generate("Once upon a time", **options).token_ids
+        # In bfloat16 the compiler keeps fused intermediates in float32 where eager rounds each op, and this
+        # random model's near-flat logits can flip on that; float32 activations must agree exactly.
+        assert again == tokens if compiled.mode.dtype == "float32" else len(again) == 6
+        assert len(compiled.sample("Once upon a time", n=2, seed=1, max_new_tokens=3)) == 2
 
 
 def test_modes_say_what_they_are(bundled, long_tiny_llama_dir):

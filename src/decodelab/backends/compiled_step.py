@@ -30,6 +30,10 @@ from decodelab.backends.kv_cache import StaticSlots
 if TYPE_CHECKING:
     from decodelab.backends.llama import Block, KVCache, NativeLlama
 
+# Graphs of `_block_step` one process may keep: two (one row, several rows) per kind of block, and a kind per
+# dtype and quantization; torch's default of 8 would fail a fifth compiled mode loaded beside four others.
+GRAPHS_PER_PROCESS = 64
+
 # Inductor options measured with bench/decode.py --compile-options on the bundled model: see README "Fast modes".
 DEFAULT_INDUCTOR_OPTIONS: dict[str, Any] = {}
 
@@ -53,6 +57,7 @@ class CompiledDecodeStep:
         # Tables for the whole context: a table that grew under the graph would invalidate it.
         self.cos, self.sin = model._rotary(model.context_length)  # (P, 1, D) each
         options = {**DEFAULT_INDUCTOR_OPTIONS, **inductor_options}
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, GRAPHS_PER_PROCESS)
         self._block = torch.compile(_block_step, fullgraph=True, options=options or None)
 
     def step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
