@@ -17,12 +17,19 @@ Each repeat starts from an empty KV cache (`reset()`; the next `eval` drops ever
 - prefill: eval of `--prefill-tokens` ids in one batch (the prompt ids repeated to that length);
   prefill_tokens_per_s = prefill tokens / time.
 Each rate is the median over `--repeats`, after one untimed warm-up of each kind.
+
+others_cpu_share: the share of all cores that other processes kept busy meanwhile (Linux; null elsewhere).
+llama.cpp's threads wait for each other by spinning, so with 2 threads on a 2-core machine a neighbour taking
+even half a core can cut the decode rate ten-fold (measured here: 1.8 to 60 tokens/s); trust a figure taken
+with a share near 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import time
 from itertools import cycle, islice
@@ -38,6 +45,26 @@ def read_ids(text: str) -> list[int]:
     if not (isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids)):
         raise SystemExit(f"--prompt-ids must be a non-empty JSON list of token ids, got {text[:60]!r}")
     return ids
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """CPU seconds spent so far by all processes (busy, from /proc/stat) and by this one; None off Linux."""
+    try:
+        fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own.ru_utime + own.ru_stime
+
+
+def others_share(before: tuple[float, float] | None, seconds: float) -> float | None:
+    """The share of all cores other processes used during the `seconds` since `before`."""
+    after = cpu_seconds()
+    if before is None or after is None:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(others, 0.0) / (seconds * (os.cpu_count() or 1)), 3)
 
 
 class GreedyRunner:
@@ -105,8 +132,10 @@ def main() -> None:
     try:
         runner.generate(prompt_ids, args.new_tokens)  # warm-up: pages the weights in, sizes the buffers
         runner.prefill(prefill_ids)
+        started, cpu_before = time.perf_counter(), cpu_seconds()
         runs = [runner.generate(prompt_ids, args.new_tokens) for _ in range(args.repeats)]
         prefills = [runner.prefill(prefill_ids) for _ in range(args.repeats)]
+        busy_neighbours = others_share(cpu_before, time.perf_counter() - started)
     finally:
         runner.close()
     whole = statistics.median(run[0] for run in runs)
@@ -121,6 +150,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "prefill_tokens": args.prefill_tokens,
         "repeats": args.repeats,
+        "others_cpu_share": busy_neighbours,
     }
     print(json.dumps(result))
 

@@ -39,8 +39,9 @@ def llama_cpp_rates(
     gguf: Path, prompt_ids: list[int], new_tokens: int, prefill_tokens: int = 512, repeats: int = 3, threads: int = 2
 ) -> dict | None:
     """llama.cpp's rates on `gguf` as `llama_cpp_rates.py` prints them (decode_tokens_per_s, prefill_tokens_per_s,
-    generate_tokens_per_s, threads, llama_cpp_version, ...); None when llama.cpp is not installed or the run failed
-    (the reason, one line, on stderr)."""
+    generate_tokens_per_s, threads, llama_cpp_version, others_cpu_share, ...); None when llama.cpp is not installed
+    or the run failed (the reason, one line, on stderr). An others_cpu_share well above 0 means a busy machine:
+    llama.cpp's 2-thread rates are then unreliable (see llama_cpp_rates.py)."""
     python = llama_cpp_python()
     if python is None:
         return None
