@@ -380,6 +380,13 @@ class NativeLlama(nn.Module):
             linear.weight = nn.Parameter(empty, requires_grad=False)
         if self.config.tie_word_embeddings:
             self.embed_tokens.weight = nn.Parameter(empty, requires_grad=False)
+        # What stays float (norms, an untied embedding) may be views of model.safetensors, which safetensors
+        # maps: one view keeps the whole file's pages resident (513 MiB for the bundled model; bench/load.py).
+        # Copies let the mapping go.
+        for module in self.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                if param.numel():
+                    setattr(module, name, nn.Parameter(param.detach().clone(), requires_grad=False))
 
     def compile_decode_step(self, **inductor_options: Any) -> float:
         """Run one-token steps through a `torch.compile`d decode step from now on; returns the seconds the first
