@@ -151,6 +151,7 @@ def main() -> None:
         "prefill_tokens": args.prefill_tokens,
         "repeats": args.repeats,
         "others_cpu_share": busy_neighbours,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
     }
     print(json.dumps(result))
 
