@@ -3,13 +3,13 @@
 Time. Cold: a fresh, empty $DECODELAB_HOME, so the run includes the one-time GGUF conversion. Warm: the same
 cache afterwards (median of several runs). Target: warm <= 3 s for the whole process.
 
-Memory. The peak resident memory (ru_maxrss) of a warm `decodelab next` in each mode: float32 (the default),
-`--dtype bfloat16`, `--quantize int8`, `--quantize int4`, against the float32 weights' size. Then where each
-mode's memory goes: the same command run in-process with the resident memory read after each stage, split into
+Memory. The peak resident memory (ru_maxrss, median of runs) of a warm `decodelab next` in each mode: float32
+(the default), `--dtype bfloat16`, `--quantize int8`, `--quantize int4`, against the float32 weights' size. Then
+where each mode's memory goes: the same command run in-process with the resident memory read after each stage, split into
 anonymous memory (heap: tensors, tokenizer) and mapped files (shared libraries, and model.safetensors, which
 safetensors maps: a weight still read from the file counts as resident file pages once touched). Linux only.
 
-    python bench/load.py [--warm-runs 5] [--only time|memory]
+    python bench/load.py [--warm-runs 5] [--memory-runs 3] [--only time|memory]
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def weights_mib() -> float:
     return sum(end - start for start, end in offsets) / 2**20
 
 
-def report_memory() -> None:
+def report_memory(runs: int) -> None:
     subprocess.run(COMMAND, check=True, capture_output=True)  # warm: converts into $DECODELAB_HOME if needed
     weights = weights_mib()
     help_text = subprocess.run([*COMMAND[:4], "--help"], check=True, capture_output=True, text=True).stdout
@@ -181,14 +181,18 @@ def report_memory() -> None:
     for mode, flags in MODES.items():
         cli, api = split_flags(flags, help_text)
         breakdowns[mode] = stage_breakdown(cli, api)
-        if api:  # the CLI lacks a flag: the in-process run's own peak (same command, load() told the mode)
-            peaks[mode] = (breakdowns[mode]["stages"][-1][1]["VmHWM"], f"decodelab.load({_keywords(api)})")
+        if api:  # the CLI lacks a flag: the in-process runs' own peaks (same command, load() told the mode)
+            values = [breakdowns[mode]["stages"][-1][1]["VmHWM"]]
+            values += [stage_breakdown(cli, api)["stages"][-1][1]["VmHWM"] for _ in range(runs - 1)]
+            peaks[mode] = (values, f"decodelab.load({_keywords(api)})")
         else:
-            peaks[mode] = (peak_rss_mib([*COMMAND, *cli]), " ".join(["decodelab next", *cli]))
+            peaks[mode] = ([peak_rss_mib([*COMMAND, *cli]) for _ in range(runs)], " ".join(["decodelab next", *cli]))
 
-    print(f"\npeak RSS of a warm `decodelab next` (MiB; the float32 weights are {weights:.0f} MiB)")
-    for mode, (peak, how) in peaks.items():
-        print(f"  {mode:<9} {peak:7.0f}   {peak / weights:4.2f}x the float32 weights   ({how})")
+    print(f"\npeak RSS of a warm `decodelab next`, median of {runs} (MiB; the float32 weights are {weights:.0f} MiB)")
+    for mode, (values, how) in peaks.items():
+        peak = statistics.median(values)
+        spread = f"{min(values):.0f}-{max(values):.0f}"
+        print(f"  {mode:<9} {peak:7.0f}   {peak / weights:4.2f}x the float32 weights   runs {spread:<10} ({how})")
 
     print("\nRSS after each stage (MiB), anonymous + mapped files (shared libraries, model.safetensors)")
     report_breakdown(breakdowns)
@@ -234,12 +238,13 @@ def _keywords(options: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm-runs", type=int, default=5)
+    parser.add_argument("--memory-runs", type=int, default=3, help="runs per mode for the peak RSS (median)")
     parser.add_argument("--only", choices=("time", "memory"), help="one of the two reports (default: both)")
     args = parser.parse_args()
     if args.only != "memory":
         report_times(args.warm_runs)
     if args.only != "time":
-        report_memory()
+        report_memory(args.memory_runs)
 
 
 if __name__ == "__main__":
