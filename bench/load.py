@@ -5,9 +5,9 @@ cache afterwards (median of several runs). Target: warm <= 3 s for the whole pro
 
 Memory. The peak resident memory (ru_maxrss, median of runs) of a warm `decodelab next` in each mode: float32
 (the default), `--dtype bfloat16`, `--quantize int8`, `--quantize int4`, against the float32 weights' size. Then
-where each mode's memory goes: the same command run in-process with the resident memory read after each stage, split into
-anonymous memory (heap: tensors, tokenizer) and mapped files (shared libraries, and model.safetensors, which
-safetensors maps: a weight still read from the file counts as resident file pages once touched). Linux only.
+where each mode's memory goes: the same command run in-process with the resident memory read after each stage,
+split into anonymous memory (heap: tensors, tokenizer) and mapped files (shared libraries, and model.safetensors,
+which safetensors maps: a weight still read from the file counts as resident file pages once touched). Linux only.
 
     python bench/load.py [--warm-runs 5] [--memory-runs 3] [--only time|memory]
 """
