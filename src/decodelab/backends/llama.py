@@ -375,8 +375,7 @@ class NativeLlama(nn.Module):
         """Drop the float copies the quantized projections replace (the tied embedding too: `embed` reads the
         head back); norms stay float."""
         empty = torch.empty(0, dtype=self.dtype, device=self.device)
-        linears = [self.lm_head] + [m for m in self.modules() if isinstance(m, nn.Linear) and m is not self.lm_head]
-        for linear in linears:
+        for linear in [module for module in self.modules() if isinstance(module, nn.Linear)]:
             linear.weight = nn.Parameter(empty, requires_grad=False)
         if self.config.tie_word_embeddings:
             self.embed_tokens.weight = nn.Parameter(empty, requires_grad=False)

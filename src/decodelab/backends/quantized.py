@@ -10,8 +10,8 @@ products stays in the model's dtype:
 - int4: one scale and one offset per group of `INT4_GROUP` inputs of a row: w = (q - 8) * scale + zero,
   q in [0, 15]; `torch.ops.aten._weight_int4pack_mm_for_cpu`. That is GGUF's Q4_1 block (32 numbers,
   w = d * q + m) in another spelling (scale = d, zero = m + 8d), so the int4 mode of a model converted from
-  a Q4_1 GGUF, as the bundled one is, finds the file's own 4-bit numbers again: its weights equal the
-  float32 ones to rounding (the fidelity table in the README shows what is left).
+  a Q4_1 GGUF, as the bundled one is, finds the file's own 4-bit numbers again; only the scales and offsets
+  are rounded, to bfloat16 as the kernel takes them (the fidelity table in the README shows what is left).
 
 Why these kernels and not the GGUF's blocks read directly: torch has no kernel for ggml's block layouts, and
 these two run inside `torch.compile`d graphs, on any model the native backend loads, not only GGUF ones.
