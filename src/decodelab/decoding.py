@@ -4,13 +4,14 @@
 position's logits, so memory stays bounded however long the prompt: no (T, V) logits, no (T, T) attention.
 `DecodeState` holds what a running decode needs (ids so far, the cache, the logits for the next token);
 `select` picks tokens from the sampler chain's logits; `make_step` turns one choice into a `Step`.
-The generation loop, sessions and beam search are built from these.
+The generation loop, sessions and beam search are built from these. The model work itself (a prefill chunk, a
+one-token forward) is handed out as `decodelab.work` items, so a loop can run alone or batched with others.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 
 import torch
 
@@ -20,6 +21,7 @@ from decodelab.records import Alternative, Step
 from decodelab.samplers import History, StageReport
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import readable_piece
+from decodelab.work import Forward, PrefillChunk, Work, run_alone
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads (seed, position) pairs over 64 bits
 # Most positions one forward reads when a long sequence is fed through the cache (prefill, scoring): bounds a
@@ -34,12 +36,22 @@ def prefill(backend: Backend, ids: torch.Tensor, cache: Cache, chunk: int | None
     left in the cache, and each forward computes the last position's logits only. A prompt of at most one
     chunk is a single forward, exactly as an unchunked prefill.
     """
+    return run_alone(prefill_chunks(backend, ids, cache, chunk))
+
+
+def prefill_chunks(
+    backend: Backend, ids: torch.Tensor, cache: Cache, chunk: int | None = None
+) -> Generator[PrefillChunk, None, torch.Tensor]:
+    """`prefill` as work items, one chunk each (a scheduler runs them between other requests' steps); returns the
+    logits (B, V) after the last id."""
     if ids.shape[1] == 0:
         raise BadInput(f"nothing to prefill: ids of shape {tuple(ids.shape)} hold no positions")
     chunk = chunk or PREFILL_CHUNK
     for begin in range(0, ids.shape[1], chunk):
-        logits = backend.forward(ids[:, begin : begin + chunk], cache, last_only=True)  # (B, 1, V)
-    return logits[:, -1]  # (B, V)
+        work = PrefillChunk(backend, ids[:, begin : begin + chunk], cache)
+        yield work
+    assert work.logits is not None  # the driver ran it
+    return work.logits  # (B, V)
 
 
 def reorder_cache(cache: Cache, rows: torch.Tensor) -> None:
@@ -55,7 +67,18 @@ def reorder_cache(cache: Cache, rows: torch.Tensor) -> None:
 class DecodeState:
     """Rows decoding the same prompt: `ids` (B, T) so far, the KV cache, and `logits` (B, V) for the next token."""
 
-    def __init__(self, backend: Backend, prompt_ids: list[int], rows: int = 1, vocabulary: Sequence[str] | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        prompt_ids: list[int],
+        rows: int = 1,
+        vocabulary: Sequence[str] | None = None,
+        *,
+        prefilled: bool = True,
+        chunk: int | None = None,
+    ):
+        """`prefilled=False` leaves the prompt unread: drive `prefilling()` before reading `logits`. `chunk`: the
+        prefill's chunk length (default PREFILL_CHUNK)."""
         if len(prompt_ids) >= backend.context_length:
             raise BadInput(
                 f"prompt is {len(prompt_ids)} tokens but the model reads at most {backend.context_length}, "
@@ -64,16 +87,25 @@ class DecodeState:
         self.backend = backend
         self.prompt_length = len(prompt_ids)
         self.ids = torch.tensor([prompt_ids] * rows, device=backend.device)  # (B, T)
-        # The rows share a prompt: prefill one, then copy its cache (n times less work and activation memory).
         self.cache: Cache = backend.new_cache(1)
-        self.logits = prefill(backend, self.ids[:1], self.cache).expand(rows, -1).clone()  # (B, V)
-        if rows > 1:
-            reorder_cache(self.cache, torch.zeros(rows, dtype=torch.long, device=backend.device))
+        self.logits = torch.empty(0)  # (B, V) once the prompt is read
+        self._chunk = chunk
         self.vocabulary = vocabulary  # each token's text, for stages that match text (DRY)
         # Stateful stages' memory (mirostat's mu), kept beside the cache so undo and fork restore it exactly:
         # `memory` now, and the memory before each token added after the prompt.
         self.memory: dict[str, torch.Tensor] = {}
         self._memory_before: list[dict[str, torch.Tensor]] = []
+        if prefilled:
+            run_alone(self.prefilling())
+
+    def prefilling(self) -> Generator[Work, None, None]:
+        """Read the prompt into the cache, as work items (see `decodelab.work`); then `logits` are set."""
+        # The rows share a prompt: prefill one, then copy its cache (n times less work and activation memory).
+        rows = self.ids.shape[0]
+        logits = yield from prefill_chunks(self.backend, self.ids[:1], self.cache, self._chunk)  # (1, V)
+        self.logits = logits.expand(rows, -1).clone()  # (B, V)
+        if rows > 1:
+            reorder_cache(self.cache, torch.zeros(rows, dtype=torch.long, device=self.backend.device))
 
     @property
     def history(self) -> History:
@@ -100,11 +132,16 @@ class DecodeState:
     def advance(self, tokens: torch.Tensor, memory: dict[str, torch.Tensor] | None = None) -> None:
         """Append one token per row (B,) and compute the next logits from the cache; `memory` is the stateful
         stages' memory after choosing `tokens` (None: unchanged, as after a forced token)."""
+        self.push(tokens, memory).run()
+
+    def push(self, tokens: torch.Tensor, memory: dict[str, torch.Tensor] | None = None) -> Forward:
+        """`advance` without the forward: append the tokens (B,) and the memory, and return the `Forward` that
+        computes the next logits (run it, alone or batched, before reading `logits`)."""
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
-        self.logits = self.backend.forward(tokens[:, None], self.cache)[:, -1]
         self._memory_before.append(self.memory)
         if memory is not None:
             self.memory = memory
+        return Forward(self, tokens[:, None])
 
     def fork(self) -> DecodeState:
         """An independent copy (same backend, copied ids, logits, cache and memory)."""

@@ -2,8 +2,10 @@
 
     prefill(prompt) -> for each position: chain(logits) -> select -> Step -> stop? -> advance(token)
 
-`Generation` runs `n` rows of one prompt in one batched forward per step; iterate it for Steps as they
-happen, read `.results` when it is done. `stream_text` turns row 0 into text deltas that never split a
+`Generation` runs `n` rows of one prompt in one batched forward per step (a row that stops leaves the batch);
+iterate it for Steps as they happen, read `.results` when it is done. Its loop (`work()`) hands the model work
+out as `decodelab.work` items: iterating the Generation runs them at once, the server batches them with other
+requests' work. `stream_text` turns row 0 into text deltas that never split a
 UTF-8 character and never show text a stop string later takes back.
 """
 
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, cast
 
+import torch
+
 from decodelab import views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, draw_seed, make_step, select
@@ -22,6 +26,7 @@ from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
 from decodelab.records import Result, Step, StopReason
 from decodelab.text_tracking import TextTracker
+from decodelab.work import Work
 
 
 def make_config(config: GenerationConfig | None, options: dict[str, Any]) -> GenerationConfig:
@@ -36,13 +41,22 @@ def make_config(config: GenerationConfig | None, options: dict[str, Any]) -> Gen
 class Generation:
     """One generation of `n` rows; iterate for Steps (rows interleaved per position), then read `results`."""
 
-    def __init__(self, model: Decoder | HasDecoder, prompt_ids: list[int], config: GenerationConfig, n: int = 1):
+    def __init__(
+        self,
+        model: Decoder | HasDecoder,
+        prompt_ids: list[int],
+        config: GenerationConfig,
+        n: int = 1,
+        prefill_chunk: int | None = None,
+    ):
+        """`prefill_chunk`: positions of the prompt read per forward (default `decoding.PREFILL_CHUNK`)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise BadInput(f"n must be a whole number >= 1, got {n!r}")
         self.decoder = as_decoder(model)
         self.prompt_ids = prompt_ids
         self.config = config
         self.n = n
+        self.prefill_chunk = prefill_chunk
         self.seed = config.seed if config.seed is not None else secrets.randbits(62)
         self.stop_ids = self.decoder.stop_ids(config.stop, config.stop_token_ids)
         self.results: list[Result] = []
@@ -54,7 +68,11 @@ class Generation:
         return self._trackers[row].safe_text()
 
     def __iter__(self) -> Iterator[Step]:
-        return self._run()
+        for item in self.work():
+            if isinstance(item, Work):
+                item.run()
+            else:
+                yield item
 
     def run(self) -> list[Result]:
         """Run to the end; return one `Result` per row."""
@@ -66,7 +84,9 @@ class Generation:
         """Jupyter: each row's trace once run (see `Result._repr_html_`); before that, how to run it."""
         return views.html(self)
 
-    def _run(self) -> Iterator[Step]:
+    def work(self) -> Iterator[Step | Work]:
+        """The generation loop, yielding each Step and, between them, the model work it needs next (the prompt's
+        prefill chunks, then one Forward per position): whoever iterates runs each Work before the next item."""
         config, tokenizer = self.config, self.decoder.tokenizer
         started = time.perf_counter()
         chain = config.chain()
@@ -74,27 +94,35 @@ class Generation:
         self._steps = [[] for _ in range(self.n)]  # a second iteration starts afresh
         self._trackers = trackers = [TextTracker(config.stop) for _ in range(self.n)]
         reasons: list[StopReason | None] = [None] * self.n
-        state = DecodeState(self.decoder.backend, self.prompt_ids, rows=self.n, vocabulary=tokenizer.texts)
+        state = DecodeState(
+            self.decoder.backend,
+            self.prompt_ids,
+            rows=self.n,
+            vocabulary=tokenizer.texts,
+            prefilled=False,
+            chunk=self.prefill_chunk,
+        )
+        yield from state.prefilling()
+        live = list(range(self.n))  # the rows still generating, in the order of the state's batch rows
         for position in range(config.max_new_tokens):
-            raw = state.logits  # (B, V)
-            history = state.seeded_history([draw_seed(row_seed, position) for row_seed in row_seeds])
+            raw = state.logits  # (B, V), B = len(live)
+            seeds = [row_seeds[row] for row in live]
+            history = state.seeded_history([draw_seed(seed, position) for seed in seeds])
             if config.trace:
                 final, reports = chain.traced(raw, history)
             else:
                 final, reports = chain(raw, history), None
-            tokens = select(final, config.is_greedy, row_seeds, position)  # (B,)
-            for row, token in enumerate(tokens.tolist()):
-                if reasons[row] is not None:
-                    continue  # this row already stopped; it rides along in the batch
+            tokens = select(final, config.is_greedy, seeds, position)  # (B,)
+            for index, (row, token) in enumerate(zip(live, tokens.tolist())):
                 step = make_step(
                     tokenizer,
-                    raw[row],
-                    final[row],
+                    raw[index],
+                    final[index],
                     token,
                     position,
                     config.top_n,
                     config.trace,
-                    reports[row] if reports else None,
+                    reports[index] if reports else None,
                     row,
                     stop_ids=self.stop_ids,
                 )
@@ -112,7 +140,14 @@ class Generation:
                 kind = "max_time" if out_of_time else "max_new_tokens" if last_position else "context_full"
                 reasons = [reason or StopReason(kind) for reason in reasons]
                 break
-            state.advance(tokens, chain.remember(history, final, tokens) if chain.stateful else None)
+            memory = chain.remember(history, final, tokens) if chain.stateful else None
+            going = [index for index, row in enumerate(live) if reasons[row] is None]
+            if len(going) < len(live):  # rows that stopped leave the batch, with their cache rows
+                keep = torch.tensor(going, device=tokens.device)
+                state.reorder(keep)
+                tokens, live = tokens[keep], [live[index] for index in going]
+                memory = {name: value[keep] for name, value in memory.items()} if memory is not None else None
+            yield state.push(tokens, memory)
         elapsed = time.perf_counter() - started
         self.results = [
             Result(

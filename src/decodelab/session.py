@@ -8,6 +8,7 @@ that only steps makes the same draws as `lm.generate` with the same seed.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Generator
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from decodelab.records import Step, StopReason
 from decodelab.samplers import History
 from decodelab.text_tracking import TextTracker
 from decodelab.tokens import readable_piece
+from decodelab.work import Work, run_alone
 
 
 class Session:
@@ -89,12 +91,21 @@ class Session:
 
     def step(self) -> Step:
         """Choose one token with the configured strategy and append it."""
+        return run_alone(self.stepping())
+
+    def stepping(self) -> Generator[Work, None, Step]:
+        """`step()` as a loop that yields the model work it needs (see `decodelab.work`) and returns the Step:
+        the server runs that work batched with other requests'. Run it to the end: the token is appended first."""
         draw = self._next_draw
         self._next_draw += 1
-        return self._advance(None, draw)
+        return (yield from self._advancing(None, draw))
 
     def append(self, token: int | str) -> Step:
         """Force a token (by id, or a text that is exactly one token): branch where the model would not go."""
+        return run_alone(self.appending(token))
+
+    def appending(self, token: int | str) -> Generator[Work, None, Step]:
+        """`append(token)` as a loop of model work, as `stepping` is."""
         if isinstance(token, str):
             ids = self.decoder.tokenizer.encode(token, add_special_tokens=False)
             if len(ids) != 1:
@@ -102,7 +113,7 @@ class Session:
             token = ids[0]
         if not isinstance(token, int) or not 0 <= token < self.decoder.vocab_size:
             raise BadInput(f"token must be an id in [0, {self.decoder.vocab_size}), got {token!r}")
-        return self._advance(token, None)
+        return (yield from self._advancing(token, None))
 
     def undo(self, count: int = 1) -> list[Step]:
         """Take back the last `count` tokens; returns their steps."""
@@ -146,7 +157,7 @@ class Session:
                 session.append(token["id"])
             else:
                 session._next_draw = max(session._next_draw, token["draw"] + 1)
-                step = session._advance(None, token["draw"])
+                step = run_alone(session._advancing(None, token["draw"]))
                 if step.token_id != token["id"]:
                     raise DecodelabError(
                         f"replay diverged at token {index}: saved {token['id']}, got {step.token_id} "
@@ -154,7 +165,7 @@ class Session:
                     )
         return session
 
-    def _advance(self, forced: int | None, draw: int | None) -> Step:
+    def _advancing(self, forced: int | None, draw: int | None) -> Generator[Work, None, Step]:
         if self._state.room == 0:
             raise BadInput(f"the context is full ({self.decoder.context_length} tokens): undo or start over")
         raw = self._state.logits  # (1, V)
@@ -183,7 +194,7 @@ class Session:
         self.steps.append(step)
         self._draws.append(draw)
         self._configs.append(self.config)
-        self._state.advance(self._state.ids.new_tensor([token]), memory)
+        yield self._state.push(self._state.ids.new_tensor([token]), memory)
         return step
 
     def _history(self, draw: int | None) -> History:

@@ -58,3 +58,8 @@ class Backend(Protocol):
         T x V float32 logits of a long prompt are hundreds of MB (3000 x 49,152 x 4 bytes = 590 MB).
         """
         ...
+
+    # Optional, for serving many requests at once (decodelab's own backends have it; see `decodelab.work`):
+    #     forward_groups([(tokens (B_i, 1), cache_i), ...]) -> [(B_i, 1, V) float32 logits, ...]
+    # one new token per row of several groups, each continuing its own cache at its own length, in one batched
+    # step. A backend without it still serves: its groups run one `forward` each.

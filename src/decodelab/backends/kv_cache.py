@@ -12,6 +12,7 @@ import copy
 from typing import Self
 
 import torch
+import torch.nn.functional as F
 
 from decodelab.backends.base import Cache
 from decodelab.errors import Unsupported
@@ -79,3 +80,33 @@ class StaticSlots:
         self.keys.index_copy_(2, self.positions, k)
         self.values.index_copy_(2, self.positions, v)
         return self.keys, self.values
+
+
+class CacheGroups:
+    """Several caches' rows stepped together, one new position each: batch rows [start_i, start_i + B_i) continue
+    `caches[i]` at its own length. The model runs its matmuls over all rows at once and hands each layer's
+    attention here, which runs it per cache exactly as that cache's own one-token step would."""
+
+    def __init__(self, caches: list[LayerKVCache], sizes: list[int]):
+        self.caches = caches
+        self.sizes = sizes  # B_i, rows of each cache
+        starts = [sum(sizes[:index]) for index in range(len(sizes))]
+        self.slices = [slice(start, start + size) for start, size in zip(starts, sizes)]
+
+    def positions(self, device: torch.device) -> torch.Tensor:
+        """(B,) the position each row's new token takes: its cache's length."""
+        lengths = [cache.length for cache, size in zip(self.caches, self.sizes) for _ in range(size)]
+        return torch.tensor(lengths, device=device)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **attention) -> torch.Tensor:
+        """Append each cache's rows of k, v (B, Hkv, 1, D) to it and attend its rows of q (B, H, 1, D) over what it
+        holds (`attention`: scaled_dot_product_attention's options); returns (B, H, 1, D)."""
+        outs = []
+        for cache, rows in zip(self.caches, self.slices):
+            keys, values = cache.append(layer, k[rows], v[rows])  # (B_i, Hkv, length + 1, D)
+            outs.append(F.scaled_dot_product_attention(q[rows], keys, values, **attention))
+        return torch.cat(outs)
+
+    def advance(self) -> None:
+        for cache in self.caches:
+            cache.advance(1)

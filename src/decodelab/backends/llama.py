@@ -14,6 +14,7 @@ and submodules are called through `.forward`: ~35 -> ~29 ms a step for SmolLM2-1
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decodelab.backends.base import Cache
-from decodelab.backends.kv_cache import LayerKVCache, StaticSlots, layer_cache
+from decodelab.backends.kv_cache import CacheGroups, LayerKVCache, StaticSlots, layer_cache
 from decodelab.backends.quantized import QUANTIZATIONS, DenseProjection, Int8Projection, projection
 from decodelab.errors import DecodelabError
 
@@ -170,10 +171,11 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        cache: LayerKVCache | StaticSlots | None,
+        cache: LayerKVCache | StaticSlots | CacheGroups | None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`mask` (T, S) says which cached positions each new one sees; None: all the past, causal among the new."""
+        """cos, sin: (T, 1, D), or (B, 1, 1, D) for CacheGroups' rows at their own positions.
+        `mask` (T, S) says which cached positions each new one sees; None: all the past, causal among the new."""
         batch, steps, _ = x.shape  # (B, T, C)
         heads, kv_heads = self.heads
         qkv = self.qkv.forward(x).view(batch, steps, -1, self.head_dim)  # (B, T, H+2Hkv, D)
@@ -182,6 +184,9 @@ class Attention(nn.Module):
         qk = qk * cos + qk.roll(self.head_dim // 2, dims=-1) * sin
         q, k = qk.transpose(1, 2).split((heads, kv_heads), dim=1)  # (B, H, T, D), (B, Hkv, T, D)
         v = v.transpose(1, 2)  # (B, Hkv, T, D)
+        if isinstance(cache, CacheGroups):  # rows of several caches, each attending over its own
+            out = cache.attend(self.layer, q, k, v, enable_gqa=True).transpose(1, 2).reshape(batch, steps, -1)
+            return self.out.forward(out)
         past = 0
         if cache is not None:
             past = cache.length if isinstance(cache, LayerKVCache) else 0
@@ -230,7 +235,7 @@ class Block(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        cache: LayerKVCache | StaticSlots | None,
+        cache: LayerKVCache | StaticSlots | CacheGroups | None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # Submodules are called through .forward: nn.Module.__call__ adds ~1 us each, and a step made ~330 calls.
@@ -298,6 +303,28 @@ class NativeLlama(nn.Module):
             cache.advance(steps)
         # The head runs outside inference mode: callers get ordinary tensors they may change in place.
         return self.head.forward(self.norm.forward(x)).float()  # (B, T or 1, V)
+
+    @torch.no_grad()
+    def forward_groups(self, groups: Sequence[tuple[torch.Tensor, Cache]]) -> list[torch.Tensor]:
+        """One new token per row for several groups of rows, each group (tokens (B_i, 1), cache) continuing its own
+        cache at its own length: logits [(B_i, 1, V)]. The projections and the head run once over all rows (the
+        weights are read once); attention runs per cache (`CacheGroups`). Each group's logits equal its own
+        `forward` up to the matmuls' summation order at another batch size (~1e-6)."""
+        caches = [cast("LayerKVCache", layer_cache(cache, "native Llama")) for _, cache in groups]
+        if not self._built:
+            self.build_projections(self.quantization)
+        grouped = CacheGroups(caches, [tokens.shape[0] for tokens, _ in groups])
+        tokens = torch.cat([tokens for tokens, _ in groups])  # (B, 1)
+        positions = grouped.positions(tokens.device)  # (B,)
+        cos, sin = self._rotary(int(positions.max()) + 1)
+        with torch.inference_mode():
+            cos, sin = cos[positions][:, None], sin[positions][:, None]  # (B, 1, 1, D)
+            x = self.embed(tokens)  # (B, 1, C)
+            for block in self.layers:
+                x = block.forward(x, cos, sin, grouped)
+        grouped.advance()
+        logits = self.head.forward(self.norm.forward(x)).float()  # (B, 1, V)
+        return list(logits.split(grouped.sizes))
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, C) embeddings; a quantized tied head is read back (the float table is freed)."""

@@ -3,10 +3,13 @@ server) drives it exactly as it drives the transformers and native Llama models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 
 from decodelab.backends.base import Cache
-from decodelab.backends.kv_cache import layer_cache
+from decodelab.backends.kv_cache import LayerKVCache, layer_cache
 from decodelab.tinygpt.cache import KVCache
 from decodelab.tinygpt.model import TinyGPT
 
@@ -29,6 +32,12 @@ class TinyGPTBackend:
 
     def new_cache(self, batch_size: int) -> KVCache:
         return self.model.new_cache(batch_size)
+
+    @torch.no_grad()
+    def forward_groups(self, groups: Sequence[tuple[torch.Tensor, Cache]]) -> list[torch.Tensor]:
+        """Several groups of rows, one new token each on its own cache, in one batched step (see `Backend`)."""
+        own = [(tokens, cast(LayerKVCache, layer_cache(cache, "tiny GPT"))) for tokens, cache in groups]
+        return [logits.float() for logits in self.model.forward_groups(own)]
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, cache: Cache | None = None, *, last_only: bool = False) -> torch.Tensor:

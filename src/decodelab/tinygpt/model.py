@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decodelab.backends.kv_cache import LayerKVCache
+from decodelab.backends.kv_cache import CacheGroups, LayerKVCache
 from decodelab.errors import BadInput
 from decodelab.tinygpt.cache import KVCache
 from decodelab.tinygpt.config import TinyGPTConfig
@@ -41,14 +41,17 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(width, dim=2)  # (B, T, C) each
         return tuple(t.view(batch, steps, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
 
-    def forward(self, x: torch.Tensor, cache: LayerKVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: LayerKVCache | CacheGroups | None = None) -> torch.Tensor:
         batch, steps, width = x.shape  # (B, T, C)
         q, k, v = self.split_heads(x)  # (B, H, T, D)
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(cache, CacheGroups):  # rows of several caches (one new token each), each over its own
+            y = cache.attend(self.layer, q, k, v, dropout_p=dropout)  # (B, H, 1, D)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(batch, steps, width)))
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(self.layer, k, v)  # (B, H, past+T, D): the cached positions, then these
-        dropout = self.dropout if self.training else 0.0
         if past > 0 and steps > 1:
             # New tokens see the whole past and, among themselves, only earlier tokens.
             mask = torch.ones(steps, past + steps, dtype=torch.bool, device=x.device).tril(diagonal=past)
@@ -91,7 +94,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: LayerKVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: LayerKVCache | CacheGroups | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
@@ -134,6 +137,20 @@ class TinyGPT(nn.Module):
         if last_only:
             x = x[:, -1:]  # (B, 1, C): a prefill needs only the last position's logits
         return self.lm_head(self.ln_f(x))  # (B, T, V), or (B, 1, V) with last_only
+
+    def forward_groups(self, groups: list[tuple[torch.Tensor, LayerKVCache]]) -> list[torch.Tensor]:
+        """One new token per row for several groups (tokens (B_i, 1), cache), each at its own cache's length:
+        logits [(B_i, 1, V)]; the linears run over all rows at once, attention per cache (see `CacheGroups`)."""
+        grouped = CacheGroups([cache for _, cache in groups], [tokens.shape[0] for tokens, _ in groups])
+        tokens = torch.cat([tokens for tokens, _ in groups])  # (B, 1)
+        positions = grouped.positions(tokens.device)  # (B,)
+        if int(positions.max()) >= self.config.block_size:
+            raise BadInput(f"a row is past the tiny GPT's context of {self.config.block_size}: use a shorter text")
+        x = self.drop(self.wte(tokens) + self.wpe.weight[positions][:, None])  # (B, 1, C)
+        for block in self.h:
+            x = block(x, grouped)
+        grouped.advance()
+        return list(self.lm_head(self.ln_f(x)).split(grouped.sizes))  # [(B_i, 1, V)]
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy (nats per token) of predicting targets (B, T) from input_ids (B, T)."""
