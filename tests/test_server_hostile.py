@@ -4,6 +4,8 @@ OpenAI's error shape (never a 500, never a traceback), and the server then answe
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import httpx
 import pytest
@@ -189,7 +191,10 @@ def test_there_are_at_least_forty_hostile_cases():
 def test_busy_answers_carry_retry_after(bundled):
     from live_server import live_server
 
-    with live_server(bundled, max_queue=1) as running, httpx.Client(base_url=running.url, timeout=60) as client:
+    with (
+        live_server(bundled, max_batch=1, max_queue=1) as running,
+        httpx.Client(base_url=running.url, timeout=60) as client,
+    ):
         body = {
             "model": M,
             "prompt": "Count: 1, 2,",
@@ -199,8 +204,17 @@ def test_busy_answers_carry_retry_after(bundled):
         }
         with client.stream("POST", "/v1/completions", json=body) as holding:
             lines = holding.iter_lines()  # kept: a dropped iterator would close the stream
-            next(lines)  # the one slot is taken
+            next(lines)  # the one running slot is taken
+            waiting = threading.Thread(
+                target=httpx.post,
+                args=(running.url + "/v1/completions",),
+                kwargs={"json": {**body, "stream": False, "max_tokens": 4}, "timeout": 120},
+            )
+            waiting.start()  # the one waiting slot too (its reply comes once the stream above is over)
+            while running.state.runner.stats.active < 2:
+                time.sleep(0.02)
             refused = client.post("/api/next", json={"prompt": "x"})
         assert refused.status_code == 429 and refused.headers["retry-after"].isdigit()
         assert "--max-queue" in refused.json()["error"]["message"]
+        waiting.join()
         assert client.post("/api/next", json={"prompt": "x"}).status_code == 200

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from decodelab.server.errors import install_error_handlers
@@ -18,6 +18,7 @@ from decodelab.server.guard import HostGuard, RequestGuard, allowed_hosts
 from decodelab.server.limits import ServerLimits
 from decodelab.server.runner import Runner
 from decodelab.server.sessions import SECRET_HEADER, SessionStore
+from decodelab.server.stats import prometheus_text
 
 if TYPE_CHECKING:
     from decodelab.model import LM
@@ -43,14 +44,14 @@ def create_app(
     cors_origins: Iterable[str] = (),
     **limits,
 ) -> FastAPI:
-    """The server for one loaded model. `limits` are `ServerLimits` fields (max_queue=8, max_body_bytes, ...);
+    """The server for one loaded model. `limits` are `ServerLimits` fields (max_batch=16, max_body_bytes, ...);
     `host` and `extra_hosts` are the Host names it answers to besides localhost."""
     from decodelab.server import explorer_api, openai_api, session_api
 
     bounds = ServerLimits(**limits)
     state = ServerState(
         lm,
-        Runner(bounds.max_queue, bounds.max_batch_tokens),
+        Runner(bounds.max_queue, bounds.max_batch_tokens, bounds.max_batch),
         SessionStore(bounds.max_sessions, bounds.max_session_tokens, bounds.session_ttl),
         bounds,
         api_key,
@@ -68,6 +69,12 @@ def create_app(
     app.include_router(explorer_api.router)
     app.include_router(session_api.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        """The stats (see `server.stats`) for Prometheus."""
+        text = prometheus_text(state.runner.stats, state.runner.max_batch, len(state.sessions))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

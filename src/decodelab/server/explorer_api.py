@@ -25,6 +25,7 @@ import torch
 from fastapi import APIRouter, Request
 from pydantic import Field
 
+from decodelab.engine import Generation
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
 from decodelab.samplers import DEFAULT_ORDER, describe_stages
@@ -80,7 +81,7 @@ async def info(request: Request) -> dict:
 async def stats(request: Request) -> dict:
     app = _app(request)
     return {
-        **app.runner.stats.to_dict(),
+        **app.runner.stats_dict(),
         "sessions": len(app.sessions),
         "session_kv_tokens": app.sessions.kv_tokens(),
         "max_queue": app.limits.max_queue,
@@ -181,7 +182,7 @@ async def session_distribution(
     step would draw from. `probs` answers for `ids`; `after` lists the `top` most likely tokens."""
     app = _app(request)
     live = app.sessions.get(session_id, secret)
-    async with app.runner.admit():
+    async with app.runner.admit(), live.lock:
         return await app.runner.call(_session_distribution, live, body)
 
 
@@ -198,29 +199,30 @@ async def trace(body: TraceRequest, request: Request) -> EventStream:
     app = _app(request)
     lm, runner = app.lm, app.runner
     config = make_generation_config(body.config)
+
+    def prepare() -> Generation:  # on the model thread
+        ids = lm.prompt_ids(body.prompt_input(), chat=body.is_chat(), system=getattr(body, "system", None))
+        return Generation(lm.decoder, ids, config, body.n, prefill_chunk=app.limits.prefill_chunk)
+
     ticket = runner.reserve()  # 429 now, before the stream starts
-
-    def start(ids: list[int]):
-        generation = lm.generation(ids, n=body.n, config=config)
-        return generation, runner.primed(iter(generation))
-
     try:  # a bad request is a 4xx, before the stream starts
-        ids = await _prompt_ids(app, body)
-        ticket.claim(*kv_cost(body.n, len(ids), config.max_new_tokens, lm.context_length))
-        generation, steps = await runner.call(start, ids)
-    except BaseException:
-        ticket.release()
+        generation = await runner.call(prepare)
+        ticket.claim(*kv_cost(body.n, len(generation.prompt_ids), config.max_new_tokens, lm.context_length))
+        steps = await runner.start(generation.work(), rows=body.n)
+    except BaseException as error:
+        ticket.end_for(error)
         raise
 
     async def frames():
         try:
-            async with contextlib.aclosing(runner.iterate(steps)) as stream:
-                async for item in stream:
+            async with contextlib.aclosing(steps):
+                async for item in steps:
                     yield event(item.to_dict(), "step")
-            ticket.release()  # done: the slot is free before the client reads the last frames
+            ticket.end("completed")  # done: the slot is free before the client reads the last frames
             for result in generation.results:
                 yield event(result.to_dict(), "result")
         except Exception as error:  # the 200 is sent: report in-band
+            ticket.end("failed")
             yield event(in_band_error(error), "error")
 
     return EventStream(frames(), on_close=ticket.release)

@@ -27,7 +27,11 @@ class ServerLimits:
 
     max_body_bytes: int = _limit(4 * MiB, "largest request body in bytes; larger ones get 413")
     max_prompt_chars: int = _limit(200_000, "characters of text in one request, checked before tokenizing")
-    max_queue: int = _limit(8, "requests admitted at once, running or waiting; more get 429")
+    max_batch: int = _limit(16, "rows of running generations stepped together in one batched forward")
+    max_queue: int = _limit(32, "requests admitted beyond --max-batch, waiting their turn; more get 429")
+    prefill_chunk: int = _limit(
+        128, "prompt tokens read per step while others generate (a long prompt delays them a chunk at a time)"
+    )
     max_batch_tokens: int = _limit(
         65_536,
         "KV-cache tokens that admitted requests may hold at once "

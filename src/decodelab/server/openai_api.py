@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
+from decodelab.engine import Generation
 from decodelab.generation_config import GenerationConfig
 from decodelab.records import Alternative, Result, Step, StopReason
 from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
@@ -26,9 +27,9 @@ from decodelab.server.openai_schemas import ChatRequest, CompletionRequest, Samp
 from decodelab.server.sse import STREAM_RESPONSE, EventStream, event, finite
 
 if TYPE_CHECKING:
-    from decodelab.engine import Generation
     from decodelab.model import LM
     from decodelab.server.app import ServerState
+    from decodelab.server.runner import TaskStream, Ticket
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (OpenAI's is the whole context)
@@ -279,33 +280,37 @@ async def _run(
     lm, runner = app.lm, app.runner
     seed = body.seed if body.seed is not None else secrets.randbits(31)
 
-    def start(prompt_ids: list[int], config: GenerationConfig):
-        generation = lm.generation(prompt_ids, config=config, n=body.n)
-        return generation, runner.primed(iter(generation))
+    def prepare() -> Generation:  # on the model thread: tokenizing a long prompt takes a while
+        prompt_ids = lm.prompt_ids(prompt, chat=chat)
+        config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
+        return Generation(lm.decoder, prompt_ids, config, body.n, prefill_chunk=app.limits.prefill_chunk)
 
     ticket = runner.reserve()  # 429 before any work
     try:  # errors here are 4xx, even for a stream
-        prompt_ids = await runner.call(lambda: lm.prompt_ids(prompt, chat=chat))
-        config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
-        ticket.claim(*kv_cost(body.n, len(prompt_ids), config.max_new_tokens, lm.context_length))
-        generation, steps = await runner.call(start, prompt_ids, config)
-    except BaseException:
-        ticket.release()
+        generation = await runner.call(prepare)
+        cost = kv_cost(body.n, len(generation.prompt_ids), generation.config.max_new_tokens, lm.context_length)
+        ticket.claim(*cost)
+        steps = await runner.start(generation.work(), rows=body.n)
+    except BaseException as error:
+        ticket.end_for(error)
         raise
     reply = Reply(lm, generation, kind, top if want_logprobs else None)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return EventStream(reply.stream(runner, steps, usage, on_done=ticket.release), on_close=ticket.release)
+        return EventStream(reply.stream(steps, usage, ticket), on_close=ticket.release)
     try:
         count = 0
-        async with contextlib.aclosing(runner.iterate(steps)) as stream:
-            async for _ in stream:
+        async with contextlib.aclosing(steps):
+            async for _ in steps:
                 count += 1
                 if count % DISCONNECT_CHECK_EVERY == 0 and await request.is_disconnected():
-                    return None  # nobody to answer; iterate() counts the run as cancelled
+                    ticket.end("cancelled")  # nobody to answer; closing the stream cancels the generation
+                    return None
+        ticket.end("completed")
         return finite(reply.complete())
-    finally:
-        ticket.release()
+    except BaseException as error:
+        ticket.end_for(error)
+        raise
 
 
 class Reply:
@@ -361,16 +366,16 @@ class Reply:
             choice["text"] = text or ""
         return event(self._envelope([choice], chunk=True))
 
-    async def stream(self, runner, steps, include_usage: bool, on_done):
-        """The chunks; `on_done()` runs when the generation is over, before the last chunks are sent."""
+    async def stream(self, steps: TaskStream, include_usage: bool, ticket: Ticket):
+        """The chunks; the ticket ends when the generation is over, before the last chunks are sent."""
         generation = self.generation
         shown = [0] * generation.n
         try:
             if self.chat:
                 for row in range(generation.n):
                     yield self._chunk(row, None, [], role=True)
-            async with contextlib.aclosing(runner.iterate(steps)) as stream:
-                async for step in stream:
+            async with contextlib.aclosing(steps):
+                async for step in steps:
                     row = step.row
                     if step.is_stop:
                         continue  # the stop token is not part of the text
@@ -378,7 +383,7 @@ class Reply:
                     delta, shown[row] = safe[shown[row] :], max(shown[row], len(safe))
                     if delta or self.top is not None:
                         yield self._chunk(row, delta, [step])
-            on_done()
+            ticket.end("completed")
             for row, result in enumerate(generation.results):
                 rest = result.text[shown[row] :]
                 yield self._chunk(
@@ -390,4 +395,5 @@ class Reply:
                 )
             yield event("[DONE]")
         except Exception as error:  # headers are sent: report in-band, as OpenAI does
+            ticket.end("failed")
             yield event(in_band_error(error))

@@ -1,43 +1,30 @@
-"""Where model work runs: one worker thread, off the event loop, behind a bounded admission queue.
+"""The routes' side of the model thread: admission, KV budget, and the two ways work reaches the model.
 
-Every forward pass goes through `Runner.call`, so the model is only ever used from one thread, and
-generations advance one token per call: concurrent streams interleave step by step (first come, first
-served) instead of waiting for each other to finish. Requests first pass `admit()`/`reserve()`, which lets
-at most `max_queue` in at once (running or waiting) and turns the rest away with 429; an admitted request
-then `claim`s the KV-cache tokens it will hold before it allocates them: more than `max_batch_tokens`
-alone is a 400, more than what is free right now a 429.
+    runner.call(function)   run it alone on the model thread, between batched steps (tokenizing, beam search)
+    runner.start(loop)      a request's generation loop as a task of the batching scheduler (see `scheduler`);
+                            returns once its first outputs exist, so its errors are still a 4xx, not a broken
+                            stream; iterate the returned `TaskStream` for the rest
+
+Requests first pass `reserve()`/`admit()`: at most `max_batch + max_queue` at once (running or waiting), 429
+with Retry-After beyond. An admitted request then `claim`s the KV-cache tokens it will hold before it allocates
+them: more than `max_batch_tokens` alone is a 400, more than what is free now a 429. Its ticket ends once, as
+completed, failed or cancelled (see `stats`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from decodelab.server.errors import APIError
+from decodelab.server.scheduler import Scheduler, Task
+from decodelab.server.stats import Stats
 
 T = TypeVar("T")
-_DONE = object()
 RETRY_AFTER_SECONDS = 1  # what a 429 suggests: requests finish, or free their slot, within about that
-
-
-@dataclass
-class Stats:
-    """Counters a teacher (or a test) can read at GET /api/stats."""
-
-    active: int = 0  # requests admitted and not yet finished
-    admitted: int = 0
-    rejected: int = 0  # turned away with 429
-    completed: int = 0  # generations that ran to a stop reason
-    cancelled: int = 0  # generations ended early: the client went away (or the request failed midway)
-    tokens: int = 0  # tokens generated, all requests
-    kv_tokens: int = 0  # KV-cache tokens claimed by admitted requests right now
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def busy(message: str, code: str, retry_after: int = RETRY_AFTER_SECONDS) -> APIError:
@@ -45,7 +32,7 @@ def busy(message: str, code: str, retry_after: int = RETRY_AFTER_SECONDS) -> API
 
 
 class Ticket:
-    """One admitted request: its queue slot and the KV-cache tokens it claimed; `release()` returns both."""
+    """One admitted request: its place and the KV-cache tokens it claimed; `end()` gives both back, once."""
 
     def __init__(self, runner: Runner):
         self._runner, self.tokens, self.held = runner, 0, True
@@ -71,87 +58,132 @@ class Ticket:
         stats.kv_tokens += tokens
         self.tokens += tokens
 
-    def release(self) -> None:
-        """Give back the slot and the tokens (calling it twice is harmless)."""
+    def end(self, outcome: str) -> None:
+        """The request is over: "completed", "failed" or "cancelled" (only the first call counts)."""
         if self.held:
             self.held = False
-            self._runner.stats.active -= 1
+            self._runner.stats.end(outcome)
             self._runner.stats.kv_tokens -= self.tokens
             self.tokens = 0
 
+    def release(self) -> None:
+        """End it as cancelled unless it already ended (a stream's last word: its client went away)."""
+        self.end("cancelled")
+
+    def end_for(self, error: BaseException) -> None:
+        """End it for `error`: cancelled when the route was cancelled (its client left), else failed."""
+        self.end("cancelled" if isinstance(error, asyncio.CancelledError) else "failed")
+
+
+class TaskStream:
+    """A task's outputs on the event loop. Closing it before the end (a client that left) cancels the task."""
+
+    def __init__(self, scheduler: Scheduler, rows: int, loop: Iterator[Any], cancellable: bool):
+        self._scheduler = scheduler
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._buffer: deque[Any] = deque()
+        self.finished = False
+        event_loop = asyncio.get_running_loop()
+
+        def deliver(outputs: list[Any] | BaseException | None) -> None:  # on the model thread
+            event_loop.call_soon_threadsafe(self._inbox.put_nowait, outputs)
+
+        self._task = Task(loop, rows, deliver, cancellable)
+        scheduler.submit(self._task)
+
+    async def _fill(self) -> bool:
+        """Wait for the next outputs; False once the task has ended."""
+        outputs = await self._inbox.get()
+        if isinstance(outputs, list):
+            self._buffer.extend(outputs)
+            return True
+        self.finished = True
+        if outputs is not None:
+            raise outputs
+        return False
+
+    async def prime(self) -> None:
+        """Wait for the first outputs (or the end): errors before them are raised here."""
+        if not self._buffer and not self.finished:
+            await self._fill()
+
+    def __aiter__(self) -> TaskStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self._buffer:
+            if self.finished or not await self._fill():
+                raise StopAsyncIteration
+        return self._buffer.popleft()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._scheduler.cancel(self._task)
+
 
 class Runner:
-    def __init__(self, max_queue: int = 8, max_batch_tokens: int = 65_536):
-        if max_queue < 1 or max_batch_tokens < 1:
-            raise ValueError(f"max_queue and max_batch_tokens must be >= 1, got {max_queue}, {max_batch_tokens}")
-        self.max_queue = max_queue
-        self.max_batch_tokens = max_batch_tokens
+    def __init__(self, max_queue: int = 32, max_batch_tokens: int = 65_536, max_batch: int = 16):
+        if min(max_queue, max_batch_tokens, max_batch) < 1:
+            raise ValueError(
+                f"max_queue, max_batch_tokens and max_batch must be >= 1, got {max_queue}, {max_batch_tokens}, "
+                f"{max_batch}"
+            )
+        self.max_queue, self.max_batch_tokens, self.max_batch = max_queue, max_batch_tokens, max_batch
         self.stats = Stats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decodelab-model")
+        self._scheduler = Scheduler(self.stats, max_batch)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run `function(*args)` on the model thread and wait for it without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        """Run `function(*args)` alone on the model thread and wait for it without blocking the event loop."""
+        return await asyncio.wrap_future(self._scheduler.call(lambda: function(*args)))
+
+    async def start(self, loop: Iterator[Any], rows: int = 1, cancellable: bool = True) -> TaskStream:
+        """Run `loop` (outputs and `decodelab.work` items) as a task of `rows` batch rows; returns when its first
+        outputs exist. Close the stream (or run it to its end) in every case."""
+        stream = TaskStream(self._scheduler, rows, loop, cancellable)
+        try:
+            await stream.prime()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    async def result(self, loop: Iterator[Any]) -> Any:
+        """The last output of a one-row task that must not be cut short (a session's step)."""
+        stream = await self.start(loop, cancellable=False)
+        outputs = [output async for output in stream]
+        return outputs[-1]
 
     @contextlib.asynccontextmanager
     async def admit(self) -> AsyncIterator[Ticket]:
-        """A request's ticket for the duration of a block; 429 when `max_queue` are already admitted."""
+        """A request's ticket for the duration of a block, ended as it ends; 429 when the server is full."""
         ticket = self.reserve()
         try:
             yield ticket
-        finally:
-            ticket.release()
+        except BaseException as error:
+            ticket.end_for(error)
+            raise
+        ticket.end("completed")
 
     def reserve(self) -> Ticket:
-        """A request's ticket, held until `ticket.release()`; 429 when `max_queue` requests are admitted."""
-        if self.stats.active >= self.max_queue:
+        """A request's ticket, held until `ticket.end()`; 429 when `max_batch + max_queue` requests are admitted."""
+        limit = self.max_batch + self.max_queue
+        if self.stats.active >= limit:
             self.stats.rejected += 1
             raise busy(
-                f"the server is busy: {self.stats.active} requests are running or queued (limit "
-                f"{self.max_queue}, decodelab serve --max-queue); retry in a moment",
+                f"the server is busy: {self.stats.active} requests are running or queued (limit {limit}: "
+                f"decodelab serve --max-batch {self.max_batch} + --max-queue {self.max_queue}); retry in a moment",
                 "queue_full",
             )
         self.stats.active += 1
         self.stats.admitted += 1
         return Ticket(self)
 
-    async def iterate(self, steps: Iterator[T]) -> AsyncIterator[T]:
-        """Items of a blocking iterator (a Generation: one forward per item), each computed on the model
-        thread. Counts the run as completed when it is exhausted and as cancelled when the consumer stops
-        early (a client that went away); either way the iterator is closed, freeing its KV cache."""
-        finished = False
-        try:
-            while (item := await self.call(next, steps, _DONE)) is not _DONE:
-                self.stats.tokens += 1
-                yield item
-            finished = True
-        finally:
-            if finished:
-                self.stats.completed += 1
-            else:
-                self.stats.cancelled += 1
-            close = getattr(steps, "close", None)
-            if close is not None:  # queued behind the step in flight; not awaited (we may be cancelled)
-                with contextlib.suppress(RuntimeError):  # the server is shutting down: nothing left to free
-                    self._executor.submit(close)
-
-    @staticmethod
-    def primed(steps: Iterator[T]) -> Iterator[T]:
-        """`steps` with its first item computed now (call it on the model thread): a generation's errors —
-        a bad bias id, a prompt the template rejects — then surface before a stream has answered 200."""
-        first = next(steps, _DONE)
-
-        def rest() -> Iterator[T]:
-            try:
-                if first is not _DONE:
-                    yield cast(T, first)
-                    yield from steps
-            finally:
-                close = getattr(steps, "close", None)
-                if close is not None:
-                    close()
-
-        return rest()
+    def stats_dict(self) -> dict:
+        return self.stats.to_dict(self.max_batch)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._scheduler.stop()

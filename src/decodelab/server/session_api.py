@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import TYPE_CHECKING, Annotated, cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Request
 
@@ -128,7 +129,7 @@ async def start_session(body: PromptRequest, request: Request) -> dict:
 async def get_session(session_id: str, request: Request, secret: Secret = None) -> dict:
     app = _app(request)
     live = _live(request, session_id, secret)
-    async with app.runner.admit():
+    async with app.runner.admit(), live.lock:
         return await app.runner.call(session_state, live)
 
 
@@ -151,19 +152,20 @@ def _check_can_continue(session: Session) -> None:
         raise BadInput(f"the context is full ({session.decoder.context_length} tokens): undo some tokens or start over")
 
 
-def _step(live: LiveSession, body: StepRequest) -> dict:
+def _step(live: LiveSession, body: StepRequest) -> Iterator[Any]:
+    """A task (see `runner.start`): its forward joins the batched step; yields the reply last."""
     _configure(live.session, body)
     _check_can_continue(live.session)
-    step = live.session.step()
-    return {"step": step.to_dict(), "state": session_state(live)}
+    step = yield from live.session.stepping()
+    yield {"step": step.to_dict(), "state": session_state(live)}
 
 
-def _append(live: LiveSession, body: AppendRequest) -> dict:
+def _append(live: LiveSession, body: AppendRequest) -> Iterator[Any]:
     if (body.token_id is None) == (body.text is None):
         raise BadInput("append needs exactly one of token_id or text")
     token: int | str = body.token_id if body.token_id is not None else cast(str, body.text)
-    step = live.session.append(token)
-    return {"step": step.to_dict(), "state": session_state(live)}
+    step = yield from live.session.appending(token)
+    yield {"step": step.to_dict(), "state": session_state(live)}
 
 
 def _undo(live: LiveSession, body: UndoRequest) -> dict:
@@ -173,36 +175,37 @@ def _undo(live: LiveSession, body: UndoRequest) -> dict:
 
 @router.post("/sessions/{session_id}/step")
 async def step(session_id: str, body: StepRequest, request: Request, secret: Secret = None) -> dict:
-    return await _grow(request, _live(request, session_id, secret), 1, _step, body)
+    app, live = _app(request), _live(request, session_id, secret)
+    async with app.runner.admit(), live.lock:
+        app.sessions.check_growth(live, 1)
+        return finite(await app.runner.result(_step(live, body)))
 
 
 @router.post("/sessions/{session_id}/append")
 async def append(session_id: str, body: AppendRequest, request: Request, secret: Secret = None) -> dict:
-    return await _grow(request, _live(request, session_id, secret), 1, _append, body)
+    app, live = _app(request), _live(request, session_id, secret)
+    async with app.runner.admit(), live.lock:
+        app.sessions.check_growth(live, 1)
+        return finite(await app.runner.result(_append(live, body)))
 
 
 @router.post("/sessions/{session_id}/undo")
 async def undo(session_id: str, body: UndoRequest, request: Request, secret: Secret = None) -> dict:
-    return await _grow(request, _live(request, session_id, secret), 0, _undo, body)
+    app, live = _app(request), _live(request, session_id, secret)
+    async with app.runner.admit(), live.lock:
+        return finite(await app.runner.call(_undo, live, body))
 
 
-async def _grow(request: Request, live: LiveSession, tokens: int, change, body) -> dict:
-    """Run `change(live, body)` on the model thread once the sessions' budget has room for `tokens` more."""
-    app = _app(request)
-    async with app.runner.admit():
-        app.sessions.check_growth(live, tokens)
-        return finite(await app.runner.call(change, live, body))
-
-
-def _session_steps(live: LiveSession, body: GenerateRequest):
-    """One step per item until `count` steps or a stop reason (the step that stops is included)."""
+def _session_steps(live: LiveSession, body: GenerateRequest) -> Iterator[Any]:
+    """A task: one step per output until `count` steps or a stop reason (the step that stops is included).
+    Cancelled, it stops between steps (the scheduler closes a task only once its forward has run)."""
     session = live.session
     _configure(session, body)
     for _ in range(body.count):
         if session.stop_reason is not None and session.steps:
             return
         _check_can_continue(session)
-        yield session.step()
+        yield (yield from session.stepping())
 
 
 @router.post("/sessions/{session_id}/generate")
@@ -210,9 +213,10 @@ async def generate(session_id: str, body: GenerateRequest, request: Request, sec
     app = _app(request)
     live = _live(request, session_id, secret)
     steps = []
-    async with app.runner.admit():
+    async with app.runner.admit(), live.lock:
         app.sessions.check_growth(live, body.count)
-        async with contextlib.aclosing(app.runner.iterate(_session_steps(live, body))) as stream:
+        stream = await app.runner.start(_session_steps(live, body))
+        async with contextlib.aclosing(stream):
             async for item in stream:
                 steps.append(item.to_dict())
                 if await request.is_disconnected():

@@ -8,6 +8,7 @@ nobody's live session is evicted to make room.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -28,6 +29,9 @@ class LiveSession:
     session: Session
     prompt_tokens: list[dict]  # the prompt's token view, as Token.to_dict() rows
     last_used: float = field(default=0.0)
+    # Held by every route that reads or changes the session: a step's forward waits for the batched step, and
+    # nothing else may see the session between its token and its new logits.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def kv_tokens(self) -> int:
