@@ -51,7 +51,7 @@ def create_app(
     bounds = ServerLimits(**limits)
     state = ServerState(
         lm,
-        Runner(bounds.max_queue, bounds.max_batch_tokens, bounds.max_batch),
+        Runner(bounds.max_queue, bounds.max_batch_tokens, bounds.max_batch, bounds.prefill_chunk),
         SessionStore(bounds.max_sessions, bounds.max_session_tokens, bounds.session_ttl),
         bounds,
         api_key,

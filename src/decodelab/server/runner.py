@@ -126,7 +126,9 @@ class TaskStream:
 
 
 class Runner:
-    def __init__(self, max_queue: int = 32, max_batch_tokens: int = 65_536, max_batch: int = 16):
+    def __init__(
+        self, max_queue: int = 32, max_batch_tokens: int = 65_536, max_batch: int = 16, prefill_chunk: int = 128
+    ):
         if min(max_queue, max_batch_tokens, max_batch) < 1:
             raise ValueError(
                 f"max_queue, max_batch_tokens and max_batch must be >= 1, got {max_queue}, {max_batch_tokens}, "
@@ -134,7 +136,7 @@ class Runner:
             )
         self.max_queue, self.max_batch_tokens, self.max_batch = max_queue, max_batch_tokens, max_batch
         self.stats = Stats()
-        self._scheduler = Scheduler(self.stats, max_batch)
+        self._scheduler = Scheduler(self.stats, max_batch, prefill_chunk)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run `function(*args)` alone on the model thread and wait for it without blocking the event loop."""

@@ -5,7 +5,8 @@
       2. waiting tasks start while the batch has room (`max_batch` rows; a task alone always starts)
       3. each running task runs until it needs the model: a Forward (one token for its rows) or a PrefillChunk
          (part of its prompt); the Steps it made on the way go to its consumer at once
-      4. one prefill chunk runs (the oldest waiting), so a long prompt delays the others by one chunk a tick
+      4. prefill chunks run, oldest first, up to `prefill_tokens` prompt tokens in all (at least one chunk): a
+         long prompt delays the others by one chunk a tick, and several short ones start in one tick
       5. every Forward runs as one batched decode step (`decodelab.work.run_together`)
 
 A task is a request's loop as a generator of its outputs and its `decodelab.work` items (a `Generation`'s
@@ -44,8 +45,8 @@ class Task:
 
 
 class Scheduler:
-    def __init__(self, stats: Stats, max_batch: int):
-        self.stats, self.max_batch = stats, max_batch
+    def __init__(self, stats: Stats, max_batch: int, prefill_tokens: int):
+        self.stats, self.max_batch, self.prefill_tokens = stats, max_batch, prefill_tokens
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._calls: deque[tuple[Future, Callable[[], Any]]] = deque()
         self._waiting: deque[Task] = deque()
@@ -126,10 +127,14 @@ class Scheduler:
                 self._end(task, None)
             elif task.pending is None:
                 self._advance(task)
-        prefill = next((task for task in self._running if isinstance(task.pending, PrefillChunk)), None)
-        if prefill is not None:
-            chunk = prefill.pending
-            self._run_work([prefill], lambda: chunk.run())  # type: ignore[union-attr]  # a PrefillChunk
+        budget = self.prefill_tokens
+        for task in [task for task in self._running if isinstance(task.pending, PrefillChunk)]:
+            chunk = task.pending
+            assert isinstance(chunk, PrefillChunk)
+            if chunk.ids.shape[1] > budget and budget < self.prefill_tokens:
+                break  # the tick's prompt tokens are spent: the rest wait for the next one
+            budget -= chunk.ids.shape[1]
+            self._run_work([task], chunk.run)
         forwards = [task for task in self._running if isinstance(task.pending, Forward)]
         if forwards:
             batch = [task.pending for task in forwards if isinstance(task.pending, Forward)]
