@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     per_token = kv_bytes_per_token(lm.backend)
     mode = "" if lm.mode.exact else f" in a fast mode ({lm.mode.label}: not the exact path)"
     print(
-        f"decodelab: serving {lm.name}{mode} at http://{args.host}:{args.port}/ (OpenAI API under /v1); KV budget "
+        f"decodelab: serving {lm.name}{mode} at http://{args.host}:{args.port}/ (OpenAI API under /v1); up to "
+        f"{limits['max_batch']} rows batched, {limits['max_queue']} requests waiting; KV budget "
         f"{describe_tokens(limits['max_batch_tokens'], per_token)} for requests, "
         f"{describe_tokens(limits['max_session_tokens'], per_token)} for sessions",
         file=sys.stderr,
