@@ -296,6 +296,27 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(bundled):
         assert stats.tokens == tokens < 200  # stopped long before 4000
 
 
+def test_a_client_that_leaves_before_the_first_frame_is_counted_as_cancelled(bundled):
+    # a long prompt: its prefill takes several ticks, and the client hangs up as soon as the headers arrive
+    body = {
+        "model": bundled.name,
+        "prompt": "Count: " + ", ".join(str(i) for i in range(1, 700)),
+        "max_tokens": 4000,
+        "stream": True,
+        "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
+    }
+    with live_server(bundled) as running:
+        stats = running.state.runner.stats
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            with client.stream("POST", "/v1/completions", json=body) as reply:
+                assert reply.status_code == 200
+        wait_until_idle(stats)
+        assert stats.cancelled == 1 and stats.active == 0 and stats.completed == 0 and stats.failed == 0
+        tokens = stats.tokens
+        time.sleep(0.5)
+        assert stats.tokens == tokens < 200
+
+
 def test_api_key_is_required_when_set(bundled):
     import openai
 

@@ -225,7 +225,7 @@ async def trace(body: TraceRequest, request: Request) -> EventStream:
             ticket.end("failed")
             yield event(in_band_error(error), "error")
 
-    return EventStream(frames(), on_close=ticket.release)
+    return EventStream(frames(), on_close=ticket.closer(steps))
 
 
 @router.post("/score")

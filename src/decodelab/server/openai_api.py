@@ -297,7 +297,7 @@ async def _run(
     reply = Reply(lm, generation, kind, top if want_logprobs else None)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return EventStream(reply.stream(steps, usage, ticket), on_close=ticket.release)
+        return EventStream(reply.stream(steps, usage, ticket), on_close=ticket.closer(steps))
     try:
         count = 0
         async with contextlib.aclosing(steps):

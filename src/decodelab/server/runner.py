@@ -70,6 +70,16 @@ class Ticket:
         """End it as cancelled unless it already ended (a stream's last word: its client went away)."""
         self.end("cancelled")
 
+    def closer(self, stream: TaskStream) -> Callable[[], None]:
+        """What a streamed response calls once it is over, however it ended (a client may leave before its
+        first frame, when the frames never started): cancel what is left of the task, end the ticket."""
+
+        def close() -> None:
+            stream.close()
+            self.release()
+
+        return close
+
     def end_for(self, error: BaseException) -> None:
         """End it for `error`: cancelled when the route was cancelled (its client left), else failed."""
         self.end("cancelled" if isinstance(error, asyncio.CancelledError) else "failed")

@@ -60,11 +60,17 @@ class Scheduler:
     def call(self, function: Callable[[], Any]) -> Future:
         """Run `function()` alone on the model thread, between ticks; its result (or exception) in the Future."""
         future: Future = Future()
-        self._inbox.put(("call", (future, function)))
+        if self._stopped:
+            future.set_exception(RuntimeError("the server is shutting down"))
+        else:
+            self._inbox.put(("call", (future, function)))
         return future
 
     def submit(self, task: Task) -> None:
-        self._inbox.put(("task", task))
+        if self._stopped:
+            task.deliver(RuntimeError("the server is shutting down"))
+        else:
+            self._inbox.put(("task", task))
 
     def cancel(self, task: Task) -> None:
         """Close `task` at the next tick (a task that is not cancellable, a session's step, runs to its end)."""
