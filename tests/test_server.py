@@ -256,65 +256,50 @@ def wait_until_idle(stats, timeout: float = 15) -> None:
         time.sleep(0.05)
 
 
-def test_a_client_that_leaves_a_non_streaming_request_cancels_it(bundled):
-    body = {
+def endless_count(bundled, prompt: str = "Count: 1, 2, 3,", stream: bool = False) -> dict:
+    """A completion that would run for 4000 tokens unless it is cancelled."""
+    return {
         "model": bundled.name,
-        "prompt": "Count: 1, 2, 3,",
+        "prompt": prompt,
         "max_tokens": 4000,
+        "stream": stream,
         "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
     }
+
+
+def assert_cancelled_and_stopped(stats, most_tokens: int) -> None:
+    wait_until_idle(stats)
+    assert stats.cancelled == 1 and stats.active == 0 and stats.completed == 0 and stats.failed == 0
+    tokens = stats.tokens
+    time.sleep(0.5)
+    assert stats.tokens == tokens < most_tokens  # stopped long before 4000
+
+
+def test_a_client_that_leaves_a_non_streaming_request_cancels_it(bundled):
     with live_server(bundled) as running:
-        stats = running.state.runner.stats
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(running.url + "/v1/completions", json=body, timeout=1.5)
-        wait_until_idle(stats)
-        assert stats.cancelled == 1 and stats.active == 0
-        tokens = stats.tokens
-        time.sleep(0.5)
-        assert stats.tokens == tokens < 400
+            httpx.post(running.url + "/v1/completions", json=endless_count(bundled), timeout=1.5)
+        assert_cancelled_and_stopped(running.state.runner.stats, 400)
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(bundled):
-    body = {
-        "model": bundled.name,
-        "prompt": "Count: 1, 2, 3,",
-        "max_tokens": 4000,
-        "stream": True,
-        "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
-    }
     with live_server(bundled) as running:
-        stats = running.state.runner.stats
         with httpx.Client(base_url=running.url, timeout=60) as client:
-            with client.stream("POST", "/v1/completions", json=body) as reply:
+            with client.stream("POST", "/v1/completions", json=endless_count(bundled, stream=True)) as reply:
                 lines = reply.iter_lines()
                 received = [line for line, _ in zip(lines, range(6))]
         assert len(received) == 6
-        wait_until_idle(stats)
-        assert stats.cancelled == 1 and stats.active == 0 and stats.completed == 0
-        tokens = stats.tokens
-        time.sleep(0.5)
-        assert stats.tokens == tokens < 200  # stopped long before 4000
+        assert_cancelled_and_stopped(running.state.runner.stats, 200)
 
 
-def test_a_client_that_leaves_before_the_first_frame_is_counted_as_cancelled(bundled):
-    # a long prompt: its prefill takes several ticks, and the client hangs up as soon as the headers arrive
-    body = {
-        "model": bundled.name,
-        "prompt": "Count: " + ", ".join(str(i) for i in range(1, 700)),
-        "max_tokens": 4000,
-        "stream": True,
-        "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
-    }
+def test_a_client_that_hangs_up_on_the_headers_is_counted_as_cancelled(bundled):
+    # a long prompt (prefill over several ticks); the client leaves as soon as the headers arrive, reading nothing
+    prompt = "Count: " + ", ".join(str(i) for i in range(1, 700))
     with live_server(bundled) as running:
-        stats = running.state.runner.stats
         with httpx.Client(base_url=running.url, timeout=60) as client:
-            with client.stream("POST", "/v1/completions", json=body) as reply:
+            with client.stream("POST", "/v1/completions", json=endless_count(bundled, prompt, True)) as reply:
                 assert reply.status_code == 200
-        wait_until_idle(stats)
-        assert stats.cancelled == 1 and stats.active == 0 and stats.completed == 0 and stats.failed == 0
-        tokens = stats.tokens
-        time.sleep(0.5)
-        assert stats.tokens == tokens < 200
+        assert_cancelled_and_stopped(running.state.runner.stats, 200)
 
 
 def test_api_key_is_required_when_set(bundled):
