@@ -52,6 +52,21 @@ def test_scores_equal_a_transformers_forward(bundled, bundled_hf):
     assert any(t.rank > 1 for t in score.tokens) and any(t.rank == 1 for t in score.tokens)
 
 
+def test_top_n_lists_the_most_likely_tokens_as_transformers_ranks_them(bundled, bundled_hf):
+    score = score_text(bundled, CONTINUATION, prompt=PROMPT, top_n=5)
+    reference = reference_logprobs(bundled_hf, score.ids)[score.prompt_length - 1 :]
+    for token, row in zip(score.tokens, reference):
+        expected = row.topk(5)
+        assert [alt.id for alt in token.alternatives] == expected.indices.tolist()
+        assert [math.log(alt.prob) for alt in token.alternatives] == pytest.approx(expected.values.tolist(), abs=1e-4)
+        assert [alt.bytes for alt in token.alternatives] == [bundled.tokenizer.token_bytes(i) for i in expected.indices]
+        if token.rank == 1:
+            assert token.alternatives[0].id == token.id
+    assert score_text(bundled, CONTINUATION, prompt=PROMPT).tokens[0].alternatives == ()  # none unless asked
+    with pytest.raises(BadInput, match="top_n must be a whole number in"):
+        score_text(bundled, CONTINUATION, prompt=PROMPT, top_n=-1)
+
+
 def test_generated_text_scores_to_the_sum_of_its_step_logprobs(bundled):
     result = bundled.generate("Once upon a time", seed=7, max_new_tokens=20, temperature=0.8)
     score = score_ids(bundled, result.prompt_ids + result.token_ids, len(result.prompt_ids))

@@ -4,7 +4,8 @@
     score_ids(lm, prompt_ids + generated_ids, len(prompt_ids))
 
 Every scored token gets its log-probability, probability, rank and surprisal, plus the entropy and nucleus
-size of the model's whole next-token distribution at that position (from the same forward). By the chain rule
+size of the model's whole next-token distribution at that position (from the same forward), and with
+`top_n` the most likely tokens there (what the OpenAI server's `echo` reports as prompt `top_logprobs`). By the chain rule
 log P(x) = sum_i log P(x_i | x_<i), so `total_logprob` is the sequence's log-probability given the prompt
 and `perplexity` is exp(-mean logprob per scored token).
 
@@ -29,7 +30,9 @@ import torch
 from decodelab import decoding, views
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.errors import BadInput
+from decodelab.generation_config import MAX_TOP_N
 from decodelab.metrics import mean_entropy, mean_nucleus_size, nucleus_sizes
+from decodelab.records import Alternative
 from decodelab.tokenizer import Tokenizer
 from decodelab.tokens import readable_piece, visible
 
@@ -54,6 +57,7 @@ class ScoredToken:
     position: int  # index in the scored ids (prompt included)
     context: int  # tokens the model saw before this one: all of them unless a long text was windowed
     bytes: builtins.bytes = b""  # exact bytes the token adds to the text; left empty, its piece's UTF-8
+    alternatives: tuple[Alternative, ...] = ()  # the top_n most likely tokens here, most likely first
 
     def __post_init__(self) -> None:
         if not self.bytes and self.piece:
@@ -72,6 +76,7 @@ class ScoredToken:
             "nucleus_size": self.nucleus_size,
             "context": self.context,
             "bytes": list(self.bytes),
+            "alternatives": [alternative.to_dict() for alternative in self.alternatives],
         }
 
 
@@ -149,6 +154,7 @@ def score_text(
     *,
     stride: int | None = None,
     nucleus_p: float = 0.9,
+    top_n: int = 0,
 ) -> Score:
     """Score `text`, as a continuation of `prompt` when one is given.
 
@@ -157,7 +163,7 @@ def score_text(
     (special tokens included) and `text` without special tokens. Without a prompt, the first token has no
     context to be predicted from: if the tokenizer adds special tokens in front (a BOS), those are the
     context and every token of the text is scored; otherwise (GPT-2, SmolLM2) scoring starts at the text's
-    second token. `stride` and `nucleus_p` are as in `score_ids`.
+    second token. `stride`, `nucleus_p` and `top_n` are as in `score_ids`.
     """
     if not isinstance(text, str) or not text:
         raise BadInput(f"text is empty: give some text to score, got {text!r}")
@@ -176,7 +182,7 @@ def score_text(
             empty = text if prompt_ids else prompt
             raise BadInput(f"the tokenizer turned {empty!r} into no tokens: nothing to score")
         ids, prompt_length = prompt_ids + text_ids, len(prompt_ids)
-    return score_ids(model, ids, prompt_length, stride=stride, nucleus_p=nucleus_p)
+    return score_ids(model, ids, prompt_length, stride=stride, nucleus_p=nucleus_p, top_n=top_n)
 
 
 def _text_ids(tokenizer: Tokenizer, text: str) -> tuple[list[int], int]:
@@ -203,16 +209,20 @@ def score_ids(
     *,
     stride: int | None = None,
     nucleus_p: float = 0.9,
+    top_n: int = 0,
 ) -> Score:
     """Score `ids[prompt_length:]`, each token given all ids before it (prompt_length >= 1: the first has none).
 
     `stride` (default half the context) is how many new tokens each window scores when `ids` is longer than
-    the model's context length; `nucleus_p` is the mass `ScoredToken.nucleus_size` counts up to.
+    the model's context length; `nucleus_p` is the mass `ScoredToken.nucleus_size` counts up to; `top_n`
+    (0..MAX_TOP_N) is how many of the most likely tokens each ScoredToken lists in `alternatives`.
     """
     decoder = as_decoder(model)
     _check_ids(ids, prompt_length, decoder.vocab_size)
     if isinstance(nucleus_p, bool) or not isinstance(nucleus_p, (int, float)) or not 0 < nucleus_p <= 1:
         raise BadInput(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= MAX_TOP_N:
+        raise BadInput(f"top_n must be a whole number in [0, {MAX_TOP_N}], got {top_n!r}")
     window = decoder.context_length
     stride = window // 2 if stride is None else stride
     if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride < window:
@@ -220,12 +230,12 @@ def score_ids(
     plan = plan_windows(len(ids), prompt_length, window, stride)
     tokens: list[ScoredToken] = []
     for begin, start, end in plan:
-        tokens += _score_window(decoder, ids, begin, start, end, nucleus_p)
+        tokens += _score_window(decoder, ids, begin, start, end, nucleus_p, top_n)
     return Score(list(ids), prompt_length, tokens, float(nucleus_p), window, stride, len(plan))
 
 
 def _score_window(
-    decoder: Decoder, ids: list[int], begin: int, start: int, end: int, nucleus_p: float
+    decoder: Decoder, ids: list[int], begin: int, start: int, end: int, nucleus_p: float, top_n: int
 ) -> list[ScoredToken]:
     """Score ids[start:end] reading ids[begin:end], streamed through a fresh KV cache a chunk at a time."""
     backend, chunk = decoder.backend, decoding.PREFILL_CHUNK
@@ -240,7 +250,7 @@ def _score_window(
     for at in range(first, end - 1 - begin, chunk):
         piece = window[:, at : min(at + chunk, end - 1 - begin)]  # (1, t): the last id predicts nothing scored here
         logits = backend.forward(piece, cache)[0]  # (t, V) predicting targets ids[begin+at+1 : begin+at+t+1]
-        tokens += _score_positions(decoder.tokenizer, logits, ids, begin + at + 1, begin, nucleus_p)
+        tokens += _score_positions(decoder.tokenizer, logits, ids, begin + at + 1, begin, nucleus_p, top_n)
         del logits  # freed before the next chunk's forward: one chunk's logits live at a time
     return tokens
 
@@ -278,7 +288,13 @@ def _check_ids(ids: object, prompt_length: object, vocab_size: int) -> None:
 
 
 def _score_positions(
-    tokenizer: Tokenizer, logits: torch.Tensor, ids: list[int], start: int, begin: int, nucleus_p: float
+    tokenizer: Tokenizer,
+    logits: torch.Tensor,
+    ids: list[int],
+    start: int,
+    begin: int,
+    nucleus_p: float,
+    top_n: int,
 ) -> list[ScoredToken]:
     """ScoredTokens for targets ids[start:start + n] from their predicting logits (n, V), read from ids[begin:]."""
     tokens = []
@@ -293,8 +309,17 @@ def _score_positions(
         ranks = (block > chosen_logits).sum(dim=-1) + 1  # (b,) strictly more likely, as Step.rank counts
         entropies = -torch.special.xlogy(probs, probs).sum(dim=-1)  # (b,) 0 * log 0 counts as 0
         nuclei = nucleus_sizes(probs, nucleus_p)  # (b,)
-        for row, (token_id, logprob, rank, entropy, nucleus) in enumerate(
-            zip(targets.tolist(), chosen.tolist(), ranks.tolist(), entropies.tolist(), nuclei.tolist())
+        top_logprobs, top_ids = logprobs.topk(top_n, dim=-1)  # (b, top_n), most likely first
+        for row, (token_id, logprob, rank, entropy, nucleus, row_top_ids, row_top_logprobs) in enumerate(
+            zip(
+                targets.tolist(),
+                chosen.tolist(),
+                ranks.tolist(),
+                entropies.tolist(),
+                nuclei.tolist(),
+                top_ids.tolist(),
+                top_logprobs.tolist(),
+            )
         ):
             position, raw = first + row, tokenizer.token_bytes(token_id)
             tokens.append(
@@ -310,6 +335,15 @@ def _score_positions(
                     position=position,
                     context=position - begin,
                     bytes=raw,
+                    alternatives=_alternatives(tokenizer, row_top_ids, row_top_logprobs),
                 )
             )
     return tokens
+
+
+def _alternatives(tokenizer: Tokenizer, ids: list[int], logprobs: list[float]) -> tuple[Alternative, ...]:
+    alternatives = []
+    for token_id, logprob in zip(ids, logprobs):
+        raw = tokenizer.token_bytes(token_id)
+        alternatives.append(Alternative(token_id, readable_piece(raw), math.exp(logprob), raw))
+    return tuple(alternatives)
