@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 from decodelab.errors import BadInput, DecodelabError, Unsupported
 from decodelab.tokenizer import Tokenizer
@@ -19,7 +20,7 @@ from decodelab.tokenizer import Tokenizer
 # <|endofturn|> or <|stop|> but its config names neither as eos, so they are found here instead.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|endofturn|>", "<|stop|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>")
 
-Message = dict[str, str]
+Message = dict[str, Any]  # role, content; an assistant's tool_calls, a tool's tool_call_id, a name
 
 
 def build_messages(prompt: str | list[Message], system: str | None = None) -> list[Message]:
@@ -29,8 +30,12 @@ def build_messages(prompt: str | list[Message], system: str | None = None) -> li
     for message in prompt:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise BadInput(f"a chat message needs 'role' and 'content', got {str(message)[:80]}")
-        if not isinstance(message["role"], str) or not isinstance(message["content"], str):
-            raise BadInput(f"a chat message's role and content must be text, got {str(message)[:80]}")
+        content_ok = isinstance(message["content"], str) or (message["content"] is None and message.get("tool_calls"))
+        if not isinstance(message["role"], str) or not content_ok:
+            raise BadInput(
+                "a chat message's role and content must be text (content may be None beside tool_calls), "
+                f"got {str(message)[:80]}"
+            )
     messages = [dict(message) for message in prompt]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
@@ -48,10 +53,59 @@ def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_pr
     from jinja2 import TemplateError
 
     template = _compile(tokenizer.chat_template)
+    _check_tool_calls_known(messages, tokenizer.chat_template)
     try:
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **tokenizer.named_tokens)
+        text = template.render(messages=messages, add_generation_prompt=add_generation_prompt, **tokenizer.named_tokens)
     except TemplateError as exc:
         raise BadInput(f"the model's chat template rejected these messages: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a template's own code on unexpected input
+        raise BadInput(
+            f"the model's chat template could not render these messages ({exc}): check their fields"
+        ) from None
+    _check_tool_turns_shown(messages, text)
+    return text
+
+
+def _check_tool_calls_known(messages: list[Message], template: str) -> None:
+    """Tool calls need a template that reads `tool_calls` (SmolLM2's does not, and fails on their None content)."""
+    for index, message in enumerate(messages):
+        if message.get("tool_calls") and "tool_calls" not in template:
+            names = [_called_name(call) for call in message["tool_calls"]]
+            raise BadInput(
+                f"this model's chat template does not show tool calls (it never reads tool_calls): messages[{index}] "
+                f"calls {', '.join(map(repr, names))}. Use a model whose template supports tools, or write the "
+                "call into the message's content as text"
+            )
+
+
+def _called_name(call: object) -> str:
+    """The function a tool call names: OpenAI's {"function": {"name": ...}} or a flat {"name": ...}."""
+    if not isinstance(call, dict):
+        return ""
+    function = call.get("function")
+    name = function.get("name") if isinstance(function, dict) else call.get("name")
+    return name if isinstance(name, str) else ""
+
+
+def _check_tool_turns_shown(messages: list[Message], text: str) -> None:
+    """A template that cannot show tool calls or results drops them without a word (SmolLM2's prints an empty
+    assistant turn): refuse the messages instead. A call is shown when its function's name is in the prompt,
+    a tool result when its content is."""
+    for index, message in enumerate(messages):
+        for call in message.get("tool_calls") or ():
+            name = _called_name(call)
+            if not name or name not in text:
+                raise BadInput(
+                    f"this model's chat template does not show tool calls: messages[{index}] calls {name!r} and "
+                    "the prompt would not contain it. Use a model whose template supports tools, or write the "
+                    "call into the message's content as text"
+                )
+        content = message.get("content")
+        if message.get("role") == "tool" and isinstance(content, str) and content.strip() not in text:
+            raise BadInput(
+                f"this model's chat template does not show tool results: messages[{index}] would vanish from the "
+                "prompt. Use a model whose template supports tools, or send the result as a user message"
+            )
 
 
 def detect_stop_ids(tokenizer: Tokenizer, eos_ids: Iterable[int], stop_strings: Iterable[str] = ()) -> frozenset[int]:

@@ -5,31 +5,37 @@ each Step (`Step.logprob`, and `Step.raw_top` for `top_logprobs`), and `seed` re
 (choice i of n uses seed + i). A stop token ends a choice and is counted in `usage` but, as with OpenAI, is
 not part of the text or the logprobs. A fast mode is never silent: each model object carries
 `decodelab.mode` (`ComputeMode.to_dict()`), and `system_fingerprint` names the mode unless it is the exact one.
+
+/v1/completions takes several prompts in one request (each runs as its own task of the batching scheduler, so
+they share its steps), and `echo` with `max_tokens` 0 or more: the prompt's logprobs come from
+`decodelab.scoring`, as `lm.score` computes them (what lm-evaluation-harness's loglikelihood tasks read).
 """
 
 from __future__ import annotations
 
-import codecs
+import asyncio
 import contextlib
-import math
 import secrets
-import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
 from decodelab.engine import Generation
+from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.records import Alternative, Result, Step, StopReason
-from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
+from decodelab.scoring import score_ids
+from decodelab.server.errors import ERROR_RESPONSES, APIError
 from decodelab.server.limits import kv_cost
-from decodelab.server.openai_schemas import ChatRequest, CompletionRequest, SamplingRequest
-from decodelab.server.sse import STREAM_RESPONSE, EventStream, event, finite
+from decodelab.server.openai_logprobs import TokenLogprob
+from decodelab.server.openai_reply import Part, Reply
+from decodelab.server.openai_schemas import MAX_PROMPTS, ChatRequest, CompletionRequest, SamplingRequest
+from decodelab.server.runner import TaskStream, merged
+from decodelab.server.sse import STREAM_RESPONSE, EventStream, finite
 
 if TYPE_CHECKING:
     from decodelab.model import LM
     from decodelab.server.app import ServerState
-    from decodelab.server.runner import TaskStream, Ticket
+    from decodelab.server.runner import Runner
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (OpenAI's is the whole context)
@@ -56,21 +62,6 @@ def model_object(lm: LM, name: str) -> dict:
     }
 
 
-def system_fingerprint(lm: LM) -> str:
-    """'decodelab-0.1.0' on the exact path; a fast mode adds itself: 'decodelab-0.1.0-float32-int8-compiled'."""
-    from decodelab import __version__
-
-    mode = lm.mode
-    if mode.exact:
-        return f"decodelab-{__version__}"
-    parts = [f"decodelab-{__version__}", mode.dtype]
-    if mode.quantization != "none":
-        parts.append(mode.quantization)
-    if mode.compiled:
-        parts.append("compiled")
-    return "-".join(parts)
-
-
 @router.get("/models")
 async def list_models(request: Request) -> dict:
     lm = _app(request).lm
@@ -94,11 +85,9 @@ def _check_model(lm: LM, name: str) -> None:
         )
 
 
-def _finish_reason(reason: StopReason) -> str:
-    return "stop" if reason.kind in ("stop_token", "stop_string") else "length"
-
-
 def _max_tokens(lm: LM, requested: int | None, prompt_length: int, default: int) -> int:
+    if requested == 0:
+        return 0  # score only: the prompt may fill the whole context
     room = lm.context_length - prompt_length
     if room <= 0:
         raise APIError(
@@ -129,271 +118,187 @@ def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int
     )
 
 
-# --- logprobs, in the two shapes OpenAI uses ---------------------------------------------------------------------
-
-
-def _log(prob: float) -> float:
-    return math.log(prob) if prob > 0 else -9999.0  # OpenAI's stand-in for log(0)
-
-
-def _text_steps(steps: list[Step]) -> list[Step]:
-    """The steps whose tokens are part of the text: all but a stop token that ended the choice."""
-    return steps[:-1] if steps and steps[-1].is_stop else steps
-
-
-def _alternative_logprob(step: Step, alternative: Alternative) -> float:
-    """An alternative's log-probability; the chosen token's is exactly the step's own."""
-    return step.logprob if alternative.id == step.token_id else _log(alternative.prob)
-
-
-class TextOffsets:
-    """Where each token starts in a choice's text, in characters: what was decoded before it. (A token that
-    only holds part of a character starts where that character will.)"""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._length = 0
-
-    def add(self, step: Step) -> int:
-        start = self._length
-        self._length += len(self._decoder.decode(step.bytes))
-        return start
-
-
-def completion_logprobs(steps: list[Step], top: int, offsets: list[int]) -> dict:
-    """The legacy shape: parallel lists; `top_logprobs` holds up to top + 1 entries, the chosen token always."""
-    tops = []
-    for step in steps:
-        entries = {alt.piece: _alternative_logprob(step, alt) for alt in step.raw_top[:top]}
-        if top:
-            entries.setdefault(step.piece, step.logprob)
-        tops.append(entries)
-    return {
-        "tokens": [step.piece for step in steps],
-        "token_logprobs": [step.logprob for step in steps],
-        "top_logprobs": tops,
-        "text_offset": offsets,
-    }
-
-
-def chat_logprobs(steps: list[Step], top: int) -> dict:
-    """The chat shape: one entry per token, each with its bytes and its `top` alternatives."""
-    return {
-        "content": [
-            {
-                "token": step.piece,
-                "logprob": step.logprob,
-                "bytes": list(step.bytes),
-                "top_logprobs": [
-                    {"token": alt.piece, "logprob": _alternative_logprob(step, alt), "bytes": list(alt.bytes)}
-                    for alt in step.raw_top[:top]
-                ],
-            }
-            for step in steps
-        ],
-        "refusal": None,
-    }
-
-
-def _usage(prompt_length: int, results: list[Result]) -> dict:
-    completion = sum(len(result.token_ids) for result in results)
-    return {"prompt_tokens": prompt_length, "completion_tokens": completion, "total_tokens": prompt_length + completion}
-
-
 # --- the two routes ---------------------------------------------------------------------------------------------
 
 
 @router.post("/completions", responses=STREAM_RESPONSE)
 async def completions(body: CompletionRequest, request: Request):
     app = _app(request)
-    lm = app.lm
-    _check_model(lm, body.model)
-    if body.echo:
-        raise APIError(400, "echo is not supported: send echo=false and prepend the prompt yourself", param="echo")
+    _check_model(app.lm, body.model)
     if body.suffix:
         raise APIError(400, "suffix (insertion) is not supported by decodelab", param="suffix")
     if body.best_of not in (None, body.n):
         raise APIError(400, "best_of is not supported: use n to get several completions", param="best_of")
-    prompt = _single_prompt(body.prompt)
-    top = body.logprobs or 0
+    if body.max_tokens == 0 and not body.echo:
+        raise APIError(
+            400,
+            "max_tokens 0 generates nothing: send echo=true to get the prompt's logprobs, or ask for 1 or more",
+            param="max_tokens",
+        )
+    prompts = body.prompts()
+    if len(prompts) > MAX_PROMPTS:
+        raise APIError(400, f"send at most {MAX_PROMPTS} prompts per request, got {len(prompts)}", param="prompt")
+    for index, prompt in enumerate(prompts):
+        if prompt == "" or prompt == []:
+            where = f"prompt[{index}]" if len(prompts) > 1 else "prompt"
+            raise APIError(400, f"{where} is empty: give some text for the model to continue", param="prompt")
     return await _run(
         request,
         app,
         body,
-        prompt,
+        prompts,
         chat=False,
         requested=body.max_tokens,
         default=DEFAULT_COMPLETION_MAX_TOKENS,
-        top=top,
-        want_logprobs=body.logprobs is not None,
+        top=body.logprobs if body.logprobs is not None else None,
         kind="text_completion",
+        echo=body.echo,
     )
-
-
-def _single_prompt(prompt):
-    """A prompt as text or ids; a list of several prompts is refused (send one request each)."""
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-        if len(prompt) != 1:
-            raise APIError(400, f"send one prompt per request (got {len(prompt)})", param="prompt")
-        prompt = prompt[0]
-    if prompt == "" or prompt == []:
-        raise APIError(400, "prompt is empty: give some text for the model to continue", param="prompt")
-    return prompt
 
 
 @router.post("/chat/completions", responses=STREAM_RESPONSE)
 async def chat_completions(body: ChatRequest, request: Request):
     app = _app(request)
-    lm = app.lm
-    _check_model(lm, body.model)
+    _check_model(app.lm, body.model)
     if body.top_logprobs and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
-    messages = [{"role": message.role, "content": message.text()} for message in body.messages]
-    top = body.top_logprobs or 0
+    _refuse_what_needs_structured_decoding(body)
+    messages = [message.for_template() for message in body.messages]
     return await _run(
         request,
         app,
         body,
-        messages,
+        [messages],
         chat=True,
         requested=body.max_completion_tokens or body.max_tokens,
         default=DEFAULT_CHAT_MAX_TOKENS,
-        top=top,
-        want_logprobs=body.logprobs,
+        top=(body.top_logprobs or 0) if body.logprobs else None,
         kind="chat.completion",
     )
 
 
+def _refuse_what_needs_structured_decoding(body: ChatRequest) -> None:
+    """Fields that would change the output and that decodelab cannot honour yet: a 400 each, never ignored."""
+    if body.response_format is not None and body.response_format.type != "text":
+        raise APIError(
+            400,
+            f"response_format {body.response_format.type!r} needs structured decoding, which this decodelab does "
+            'not have yet: leave response_format out (or send {"type": "text"}) and ask for JSON in the prompt',
+            param="response_format",
+        )
+    if body.tools:
+        raise APIError(
+            400,
+            "tools need structured decoding (calls constrained to their schema and parsed), which this decodelab "
+            "does not have yet: leave tools out, or describe the tools in a system message",
+            param="tools",
+        )
+    if body.tool_choice not in (None, "none", "auto"):
+        raise APIError(
+            400,
+            f"tool_choice {body.tool_choice!r} asks for a tool call and no tools are given: leave it out or send "
+            '"none"',
+            param="tool_choice",
+        )
+
+
 async def _run(
     request: Request,
-    app,
+    app: ServerState,
     body: SamplingRequest,
-    prompt,
+    prompts: list[Any],
     *,
     chat: bool,
     requested: int | None,
     default: int,
-    top: int,
-    want_logprobs: bool,
+    top: int | None,
     kind: str,
+    echo: bool = False,
 ):
-    lm, runner = app.lm, app.runner
+    """Answer `prompts` (`n` choices each): tokenize, claim their KV cache, score what is echoed, generate."""
+    lm, runner, n = app.lm, app.runner, body.n
     seed = body.seed if body.seed is not None else secrets.randbits(31)
 
-    def prepare() -> Generation:  # on the model thread: tokenizing a long prompt takes a while
-        prompt_ids = lm.prompt_ids(prompt, chat=chat)
-        config = _config(body, _max_tokens(lm, requested, len(prompt_ids), default), top, seed)
-        return Generation(lm.decoder, prompt_ids, config, body.n, prefill_chunk=app.limits.prefill_chunk)
+    def prepare() -> list[Part]:  # on the model thread: tokenizing a long prompt takes a while
+        parts = []
+        for index, prompt in enumerate(prompts):
+            try:
+                ids = lm.prompt_ids(prompt, chat=chat)
+            except BadInput as error:
+                raise BadInput(f"prompt[{index}]: {error}" if len(prompts) > 1 else str(error)) from None
+            max_tokens, generation = _max_tokens(lm, requested, len(ids), default), None
+            if max_tokens > 0:
+                config = _config(body, max_tokens, top or 0, seed)
+                generation = Generation(lm.decoder, ids, config, n, prefill_chunk=app.limits.prefill_chunk)
+            echo_text = (prompt if isinstance(prompt, str) else lm.tokenizer.decode(ids)) if echo else ""
+            parts.append(Part(ids, generation, echo_text))
+        return parts
 
     ticket = runner.reserve()  # 429 before any work
+    streams: list[TaskStream] = []
     try:  # errors here are 4xx, even for a stream
-        generation = await runner.call(prepare)
-        cost = kv_cost(body.n, len(generation.prompt_ids), generation.config.max_new_tokens, lm.context_length)
-        ticket.claim(*cost)
-        steps = await runner.start(generation.work(), rows=body.n)
+        parts = await runner.call(prepare)
+        costs = [_kv_cost(part, n, lm.context_length) for part in parts]
+        ticket.claim(sum(tokens for tokens, _ in costs), " + ".join(cost for _, cost in costs))
+        if echo and top is not None:
+            await runner.call(_score_echoes, lm, parts, top)
+        streams = await _start(runner, parts, n)
     except BaseException as error:
+        for stream in streams:
+            stream.close()
         ticket.end_for(error)
         raise
-    reply = Reply(lm, generation, kind, top if want_logprobs else None)
+    reply = Reply(lm, parts, n, kind, top)
+    steps = merged(streams)
     if body.stream:
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        return EventStream(reply.stream(steps, usage, ticket), on_close=ticket.closer(steps))
+        options = body.stream_options
+        include_usage = options is not None and options.include_usage
+        continuous = options is not None and options.continuous_usage_stats
+        return EventStream(reply.stream(steps, ticket, include_usage, continuous), on_close=ticket.closer(*streams))
     try:
         count = 0
         async with contextlib.aclosing(steps):
             async for _ in steps:
                 count += 1
                 if count % DISCONNECT_CHECK_EVERY == 0 and await request.is_disconnected():
-                    ticket.end("cancelled")  # nobody to answer; closing the stream cancels the generation
+                    ticket.end("cancelled")  # nobody to answer; closing the streams cancels the generations
                     return None
         ticket.end("completed")
         return finite(reply.complete())
     except BaseException as error:
         ticket.end_for(error)
         raise
+    finally:
+        for stream in streams:
+            stream.close()
 
 
-class Reply:
-    """Turns one Generation into OpenAI's response objects: whole, or as stream chunks."""
+def _kv_cost(part: Part, n: int, context_length: int) -> tuple[int, str]:
+    """The KV cache a part holds: its generation's rows, or the one row that scores an echoed prompt."""
+    if part.generation is None:
+        return kv_cost(1, len(part.ids), 0, context_length)
+    return kv_cost(n, len(part.ids), part.generation.config.max_new_tokens, context_length)
 
-    def __init__(self, lm: LM, generation: Generation, kind: str, top_logprobs: int | None):
-        self.lm, self.generation, self.kind, self.top = lm, generation, kind, top_logprobs
-        self.chat = kind == "chat.completion"
-        self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_urlsafe(18)
-        self.created = int(time.time())
-        self._offsets = [TextOffsets() for _ in range(generation.n)]  # per choice, for streamed text_offset
 
-    def _envelope(self, choices: list[dict], chunk: bool = False) -> dict:
-        return {
-            "id": self.id,
-            "object": self.kind + (".chunk" if chunk and self.chat else ""),
-            "created": self.created,
-            "model": self.lm.name,
-            "system_fingerprint": system_fingerprint(self.lm),
-            "choices": choices,
-        }
+def _score_echoes(lm: LM, parts: list[Part], top: int) -> None:
+    """Each part's prompt tokens with their logprobs given the tokens before them (the first has none)."""
+    for part in parts:
+        raw = [lm.tokenizer.token_bytes(token_id) for token_id in part.ids]
+        scored = score_ids(lm.decoder, part.ids, 1, top_n=top).tokens if len(part.ids) > 1 else []
+        part.echoed = [TokenLogprob.of_prompt(raw[0], None, top)]
+        part.echoed += [TokenLogprob.of_prompt(raw[i + 1], token, top) for i, token in enumerate(scored)]
 
-    def _logprobs(self, steps: list[Step], offsets: TextOffsets) -> dict | None:
-        if self.top is None:
-            return None
-        if self.chat:
-            return chat_logprobs(steps, self.top)
-        return completion_logprobs(steps, self.top, [offsets.add(step) for step in steps])
 
-    def complete(self) -> dict:
-        results = self.generation.results
-        choices = []
-        for row, result in enumerate(results):
-            logprobs = self._logprobs(_text_steps(result.steps), TextOffsets())
-            choice = {"index": row, "finish_reason": _finish_reason(result.stop_reason), "logprobs": logprobs}
-            if self.chat:
-                choice["message"] = {"role": "assistant", "content": result.text, "refusal": None}
-            else:
-                choice["text"] = result.text
-            choices.append(choice)
-        return {**self._envelope(choices), "usage": _usage(len(self.generation.prompt_ids), results)}
-
-    def _chunk(
-        self, row: int, text: str | None, steps: list[Step], finish: str | None = None, role: bool = False
-    ) -> str:
-        logprobs = self._logprobs(steps, self._offsets[row]) if steps else None
-        choice: dict = {"index": row, "logprobs": logprobs, "finish_reason": finish}
-        if self.chat:
-            choice["delta"] = (
-                {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
-            )
-        else:
-            choice["text"] = text or ""
-        return event(self._envelope([choice], chunk=True))
-
-    async def stream(self, steps: TaskStream, include_usage: bool, ticket: Ticket):
-        """The chunks; the ticket ends when the generation is over, before the last chunks are sent."""
-        generation = self.generation
-        shown = [0] * generation.n
-        try:
-            if self.chat:
-                for row in range(generation.n):
-                    yield self._chunk(row, None, [], role=True)
-            async with contextlib.aclosing(steps):
-                async for step in steps:
-                    row = step.row
-                    if step.is_stop:
-                        continue  # the stop token is not part of the text
-                    safe = generation.safe_text(row)
-                    delta, shown[row] = safe[shown[row] :], max(shown[row], len(safe))
-                    if delta or self.top is not None:
-                        yield self._chunk(row, delta, [step])
-            ticket.end("completed")
-            for row, result in enumerate(generation.results):
-                rest = result.text[shown[row] :]
-                yield self._chunk(
-                    row, rest if (rest or not self.chat) else None, [], finish=_finish_reason(result.stop_reason)
-                )
-            if include_usage:
-                yield event(
-                    {**self._envelope([], chunk=True), "usage": _usage(len(generation.prompt_ids), generation.results)}
-                )
-            yield event("[DONE]")
-        except Exception as error:  # headers are sent: report in-band, as OpenAI does
-            ticket.end("failed")
-            yield event(in_band_error(error))
+async def _start(runner: Runner, parts: list[Part], n: int) -> list[TaskStream]:
+    """Every part's generation as a task of the scheduler, started together (so they batch); all or none."""
+    generating = [part.generation for part in parts if part.generation is not None]
+    started = await asyncio.gather(
+        *(runner.start(generation.work(), rows=n) for generation in generating), return_exceptions=True
+    )
+    streams = [stream for stream in started if isinstance(stream, TaskStream)]
+    failed = [error for error in started if isinstance(error, BaseException)]
+    if failed:
+        for stream in streams:
+            stream.close()
+        raise failed[0]
+    return streams

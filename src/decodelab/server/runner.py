@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from decodelab.server.errors import APIError
@@ -70,12 +70,13 @@ class Ticket:
         """End it as cancelled unless it already ended (a stream's last word: its client went away)."""
         self.end("cancelled")
 
-    def closer(self, stream: TaskStream) -> Callable[[], None]:
+    def closer(self, *streams: TaskStream) -> Callable[[], None]:
         """What a streamed response calls once it is over, however it ended (a client may leave before its
-        first frame, when the frames never started): cancel what is left of the task, end the ticket."""
+        first frame, when the frames never started): cancel what is left of its tasks, end the ticket."""
 
         def close() -> None:
-            stream.close()
+            for stream in streams:
+                stream.close()
             self.release()
 
         return close
@@ -133,6 +134,25 @@ class TaskStream:
         if not self.finished:
             self.finished = True
             self._scheduler.cancel(self._task)
+
+
+async def merged(streams: list[TaskStream]) -> AsyncGenerator[tuple[int, Any], None]:
+    """(i, output) from several task streams as their outputs arrive; i is the stream's place in `streams`."""
+    waiting = {asyncio.ensure_future(anext(stream)): i for i, stream in enumerate(streams)}
+    try:
+        while waiting:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for future in sorted(done, key=waiting.__getitem__):  # the same order on every run
+                i = waiting.pop(future)
+                try:
+                    output = future.result()
+                except StopAsyncIteration:
+                    continue
+                waiting[asyncio.ensure_future(anext(streams[i]))] = i
+                yield i, output
+    finally:
+        for future in waiting:
+            future.cancel()
 
 
 class Runner:
