@@ -53,6 +53,19 @@ def test_echo_gives_the_prompts_logprobs_as_lm_score_computes_them(client, bundl
     assert logprobs.text_offset[: len(ids)] == sorted(logprobs.text_offset[: len(ids)])
 
 
+def test_a_generated_stop_token_is_listed_in_completion_logprobs_but_not_in_the_text(client, bundled):
+    stop_id = min(bundled.stop_ids())
+    ask = dict(model=bundled.name, prompt=PROMPT, echo=True, max_tokens=1, logprobs=1, temperature=0)
+    ask["logit_bias"] = {str(stop_id): 100}  # the model must end here: what lm-eval's scoring often meets
+    reply = client.completions.create(**ask)
+    choice, ids = reply.choices[0], bundled.tokenizer.encode(PROMPT)
+    assert choice.text == PROMPT and choice.finish_reason == "stop" and reply.usage.completion_tokens == 1
+    assert len(choice.logprobs.token_logprobs) == len(ids) + 1  # lm-eval reads token_logprobs[ctxlen:-1]
+    assert choice.logprobs.tokens[-1] == bundled.tokenizer.token_bytes(stop_id).decode()
+    streamed = [c.choices[0].logprobs for c in client.completions.create(stream=True, **ask) if c.choices]
+    assert [lp for part in streamed if part for lp in part.token_logprobs] == choice.logprobs.token_logprobs
+
+
 def test_echo_with_max_tokens_0_scores_the_prompt_only(client, bundled):
     ids = bundled.tokenizer.encode(PROMPT)
     reply = client.completions.create(model=bundled.name, prompt=[ids], echo=True, max_tokens=0, logprobs=1)

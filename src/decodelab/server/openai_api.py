@@ -2,8 +2,9 @@
 
 Output comes from decodelab's own traced loop, so `logprobs` are the model's log-probabilities recorded in
 each Step (`Step.logprob`, and `Step.raw_top` for `top_logprobs`), and `seed` reproduces a request exactly
-(choice i of n uses seed + i). A stop token ends a choice and is counted in `usage` but, as with OpenAI, is
-not part of the text or the logprobs. A fast mode is never silent: each model object carries
+(choice i of n uses seed + i). A stop token ends a choice and is counted in `usage` but is not part of the
+text; legacy completions list it in `logprobs` (as vLLM does: one entry per generated token), chat does not
+(as OpenAI's chat does not). A fast mode is never silent: each model object carries
 `decodelab.mode` (`ComputeMode.to_dict()`), and `system_fingerprint` names the mode unless it is the exact one.
 
 /v1/completions takes several prompts in one request (each runs as its own task of the batching scheduler, so

@@ -38,9 +38,11 @@ def finish_reason(reason: StopReason) -> str:
     return "stop" if reason.kind in ("stop_token", "stop_string") else "length"
 
 
-def text_steps(steps: list[Step]) -> list[Step]:
-    """The steps whose tokens are part of the text: all but a stop token that ended the choice."""
-    return steps[:-1] if steps and steps[-1].is_stop else steps
+def listed(step: Step, chat: bool) -> bool:
+    """Whether a step is in `logprobs`: every generated token in legacy completions, a stop token included (as
+    vLLM lists it, and lm-eval's loglikelihood reads one entry per generated token); in chat, the text's tokens
+    (as OpenAI's chat does). A stop token is never part of the text."""
+    return not (chat and step.is_stop)
 
 
 def system_fingerprint(lm: LM) -> str:
@@ -107,7 +109,7 @@ class Reply:
                 entries, text, finish = list(part.echoed or []), part.echo_text, "length"
                 if part.generation is not None:
                     result = part.generation.results[row]
-                    entries += self._entries(text_steps(result.steps))
+                    entries += self._entries([step for step in result.steps if listed(step, self.chat)])
                     text, finish = text + result.text, finish_reason(result.stop_reason)
                 logprobs = self._logprobs(entries, TextOffsets())
                 choice: dict[str, Any] = {"index": p * self.n + row, "finish_reason": finish, "logprobs": logprobs}
@@ -161,9 +163,12 @@ class Reply:
                 self._generated += 1
                 generation = self.parts[p].generation
                 assert generation is not None  # only parts that generate have steps
-                if step.is_stop:
-                    continue  # the stop token is not part of the text
-                index, safe = p * n + step.row, generation.safe_text(step.row)
+                index = p * n + step.row
+                if step.is_stop:  # not part of the text; listed in legacy logprobs
+                    if self.top is not None and listed(step, self.chat):
+                        yield self._chunk(index, "", self._entries([step]), usage=usage_so_far())
+                    continue
+                safe = generation.safe_text(step.row)
                 delta, shown[index] = safe[shown[index] :], max(shown[index], len(safe))
                 if delta or self.top is not None:
                     yield self._chunk(index, delta, self._entries([step]), usage=usage_so_far())
