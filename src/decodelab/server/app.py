@@ -46,7 +46,7 @@ def create_app(
 ) -> FastAPI:
     """The server for one loaded model. `limits` are `ServerLimits` fields (max_batch=16, max_body_bytes, ...);
     `host` and `extra_hosts` are the Host names it answers to besides localhost."""
-    from decodelab.server import explorer_api, openai_api, session_api
+    from decodelab.server import explorer_api, openai_api, session_api, tokenizer_api
 
     bounds = ServerLimits(**limits)
     state = ServerState(
@@ -68,6 +68,7 @@ def create_app(
     app.include_router(openai_api.router)
     app.include_router(explorer_api.router)
     app.include_router(session_api.router)
+    app.include_router(tokenizer_api.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/metrics", include_in_schema=False)

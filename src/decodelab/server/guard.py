@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from decodelab.server.errors import APIError
 from decodelab.server.limits import ServerLimits
 
-PROTECTED_PREFIXES = ("/v1/", "/api/")
+PROTECTED_PREFIXES = ("/v1/", "/api/", "/tokenize", "/detokenize", "/tokenizer_info")  # vLLM's sit at the root
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _ANY_ADDRESS = {"0.0.0.0", "::", "[::]", ""}
 

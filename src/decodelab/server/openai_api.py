@@ -72,11 +72,11 @@ async def list_models(request: Request) -> dict:
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict:
     lm = _app(request).lm
-    _check_model(lm, model_id)
+    check_model(lm, model_id)
     return model_object(lm, model_id)
 
 
-def _check_model(lm: LM, name: str) -> None:
+def check_model(lm: LM, name: str) -> None:
     if name not in served_names(lm):
         raise APIError(
             404,
@@ -125,7 +125,7 @@ def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int
 @router.post("/completions", responses=STREAM_RESPONSE)
 async def completions(body: CompletionRequest, request: Request):
     app = _app(request)
-    _check_model(app.lm, body.model)
+    check_model(app.lm, body.model)
     if body.suffix:
         raise APIError(400, "suffix (insertion) is not supported by decodelab", param="suffix")
     if body.best_of not in (None, body.n):
@@ -160,7 +160,7 @@ async def completions(body: CompletionRequest, request: Request):
 @router.post("/chat/completions", responses=STREAM_RESPONSE)
 async def chat_completions(body: ChatRequest, request: Request):
     app = _app(request)
-    _check_model(app.lm, body.model)
+    check_model(app.lm, body.model)
     if body.top_logprobs and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     _refuse_what_needs_structured_decoding(body)
