@@ -171,6 +171,13 @@ class ChatMessage(BaseModel):
         return message
 
 
+def messages_not_empty(value: Any) -> Any:
+    """A `messages` field's check before its items are read: an empty list says what to send."""
+    if isinstance(value, list) and not value:
+        raise ValueError("send at least one {'role', 'content'} message")
+    return value
+
+
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -202,9 +209,4 @@ class ChatRequest(SamplingRequest):
                 raise ValueError(f"messages[{index}] has tool_calls: only an assistant message makes calls")
         return messages
 
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _not_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("send at least one {'role', 'content'} message")
-        return value
+    _not_empty = field_validator("messages", mode="before")(messages_not_empty)

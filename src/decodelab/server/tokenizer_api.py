@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from decodelab.chat import build_messages, render_chat
 from decodelab.server.errors import ERROR_RESPONSES, APIError
 from decodelab.server.openai_api import check_model
-from decodelab.server.openai_schemas import ChatMessage
+from decodelab.server.openai_schemas import ChatMessage, messages_not_empty
 
 if TYPE_CHECKING:
     from decodelab.model import LM
@@ -69,12 +69,7 @@ class ChatForm(Strict):
     mm_processor_kwargs: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
 
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _not_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("send at least one {'role', 'content'} message")
-        return value
+    _not_empty = field_validator("messages", mode="before")(messages_not_empty)
 
 
 CHAT_ONLY_FIELDS = tuple(name for name in ChatForm.model_fields if name != "messages")
