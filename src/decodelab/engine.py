@@ -20,6 +20,7 @@ from typing import Any, cast
 import torch
 
 from decodelab import views
+from decodelab.constraints import constraint_from_keywords
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, draw_seed, make_step, select
 from decodelab.errors import BadInput
@@ -30,7 +31,11 @@ from decodelab.work import Work
 
 
 def make_config(config: GenerationConfig | None, options: dict[str, Any]) -> GenerationConfig:
-    """`config` with `options` applied (or a fresh config); unknown option names are one clear error."""
+    """`config` with `options` applied (or a fresh config); unknown option names are one clear error. A
+    constraint may be named by its kind (`json_schema=...`, `regex=...`; see `decodelab.constraints`)."""
+    options = dict(options)
+    if (constraint := constraint_from_keywords(options)) is not None:
+        options["constraint"] = constraint
     known = {f.name for f in fields(GenerationConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -89,7 +94,7 @@ class Generation:
         prefill chunks, then one Forward per position): whoever iterates runs each Work before the next item."""
         config, tokenizer = self.config, self.decoder.tokenizer
         started = time.perf_counter()
-        chain = config.chain()
+        chain = config.chain(self.decoder)
         row_seeds = [self.seed + row for row in range(self.n)]
         self._steps = [[] for _ in range(self.n)]  # a second iteration starts afresh
         self._trackers = trackers = [TextTracker(config.stop) for _ in range(self.n)]
@@ -131,6 +136,8 @@ class Generation:
                     reasons[row] = StopReason("stop_token", token_id=token)
                 elif (fired := trackers[row].add(step.bytes)) is not None:
                     reasons[row] = StopReason("stop_string", string=fired)
+                elif chain.ends_outputs and chain.complete([s.token_id for s in self._steps[row]]):
+                    reasons[row] = StopReason("constraint_complete")
                 yield step
             if all(reason is not None for reason in reasons):
                 break

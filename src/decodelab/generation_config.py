@@ -12,9 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from decodelab.constraints import Constraint, ConstraintStage
 from decodelab.errors import BadInput
 from decodelab.samplers import DEFAULT_ORDER, STAGES, SamplerChain, Setting, all_settings
-from decodelab.samplers.base import is_whole
+from decodelab.samplers.base import Stage, is_whole
+
+if TYPE_CHECKING:
+    from decodelab.decoder import Decoder
 
 MAX_TOP_N = 100  # alternatives a step may record: each costs memory in every Step of a trace
 
@@ -45,6 +49,7 @@ class GenerationConfig:
     samplers: tuple[str, ...] | None = None  # stage order; None = DEFAULT_ORDER
     top_n: int = 5  # alternatives recorded per step, at most MAX_TOP_N
     trace: bool = True  # record per-step alternatives and per-stage reports (tokens are the same either way)
+    constraint: Constraint | None = None  # a grammar every output must match (decodelab.constraints), applied first
 
     if TYPE_CHECKING:  # the sampler settings, added at import time
 
@@ -64,7 +69,12 @@ class GenerationConfig:
             raise BadInput(f"seed must be a whole number in [0, 2**63), got {self.seed!r}")
         if not isinstance(self.stop, (tuple, list)) or any(not isinstance(s, str) or not s for s in self.stop):
             raise BadInput(f"stop must be a list of non-empty strings, got {self.stop!r}")
-        self.chain()  # validates the order
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise BadInput(
+                f"constraint must be a decodelab.constraints.Constraint (e.g. Constraint.regex(...)), got "
+                f"{str(self.constraint)[:60]}"
+            )
+        self._stages()  # validates the order
 
     def with_(self, **changes: Any) -> GenerationConfig:
         return replace(self, **changes)
@@ -73,8 +83,20 @@ class GenerationConfig:
     def is_greedy(self) -> bool:
         return bool(self.greedy) or self.temperature == 0
 
-    def chain(self) -> SamplerChain:
-        """The configured stages in order; greedy decoding leaves out the warpers, as transformers does."""
+    def chain(self, decoder: Decoder | None = None) -> SamplerChain:
+        """The configured stages in order; greedy decoding leaves out the warpers, as transformers does. A
+        constraint comes first and needs the `decoder` (its tokenizer and stop tokens make the grammar's mask)."""
+        stages = self._stages()
+        if self.constraint is not None:
+            if decoder is None:
+                raise BadInput("a constrained config's chain needs the model: call config.chain(lm.decoder)")
+            stop_ids = decoder.stop_ids(self.stop, self.stop_token_ids)
+            constraint = ConstraintStage.build(self.constraint, decoder.tokenizer, stop_ids, decoder.backend.vocab_size)
+            stages = [constraint, *stages]
+        return SamplerChain(tuple(stages))
+
+    def _stages(self) -> list[Stage]:
+        """The registered stages this config turns on, in order (the constraint stage aside)."""
         values = self.to_dict()
         configured = {name: stage for name, kind in STAGES.items() if (stage := kind.from_config(values)) is not None}
         order = self.samplers if self.samplers is not None else DEFAULT_ORDER
@@ -87,10 +109,13 @@ class GenerationConfig:
         stages = [configured[name] for name in order if name in configured]
         if self.is_greedy:
             stages = [stage for stage in stages if not stage.warper]
-        return SamplerChain(tuple(stages))
+        return stages
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.constraint is not None:
+            values["constraint"] = self.constraint.to_dict()  # JSON-ready, as every other value
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GenerationConfig:
@@ -110,6 +135,10 @@ def from_json(name: str, value: Any) -> Any:
         if name == "stop_token_ids"
         else None
     )
+    if name == "constraint" and isinstance(value, Mapping):
+        if set(value) != {"kind", "source"}:
+            raise BadInput(f"a constraint is {{'kind', 'source'}}, got {str(value)[:80]}")
+        return Constraint(value["kind"], value["source"])
     if value is None or kind is None:
         return value
     if kind == "token_bias":

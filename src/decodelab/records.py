@@ -83,7 +83,7 @@ class Step:
 
 @dataclass(frozen=True)
 class StopReason:
-    kind: str  # "stop_token" | "stop_string" | "max_new_tokens" | "max_time" | "context_full"
+    kind: str  # "stop_token" | "stop_string" | "constraint_complete" | "max_new_tokens" | "max_time" | "context_full"
     token_id: int | None = None  # the stop token that fired
     string: str | None = None  # the stop string that fired
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from decodelab.constraints import check_constraint_allows
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, draw_seed, make_step, select
 from decodelab.distribution import Distribution
@@ -32,7 +33,7 @@ class Session:
         self.config = config or GenerationConfig()
         self.seed = self.config.seed if self.config.seed is not None else secrets.randbits(62)
         self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
-        self._chain = self.config.chain()
+        self._chain = self.config.chain(self.decoder)
         self._state = DecodeState(self.decoder.backend, prompt_ids, vocabulary=self.decoder.tokenizer.texts)
         self.steps: list[Step] = []
         self._draws: list[int | None] = []  # per step: the draw number used, None for forced tokens
@@ -67,6 +68,8 @@ class Session:
         for step in self.steps:
             if (fired := tracker.add(step.bytes)) is not None:
                 return StopReason("stop_string", string=fired)
+        if self._chain.ends_outputs and self._chain.complete(self.token_ids):
+            return StopReason("constraint_complete")
         if self._state.room == 0:
             return StopReason("context_full")
         return None
@@ -76,7 +79,7 @@ class Session:
         theirs, and `save()` records each step's config, so a replay still reproduces every token. The stop
         ids follow the new config (its stop_token_ids, or the model's plus its one-token stop strings)."""
         self.config = make_config(config or self.config, options)
-        self._chain = self.config.chain()
+        self._chain = self.config.chain(self.decoder)
         self.stop_ids = self.decoder.stop_ids(self.config.stop, self.config.stop_token_ids)
 
     def distribution(self, after_samplers: bool = False, config: GenerationConfig | None = None) -> Distribution:
@@ -85,7 +88,7 @@ class Session:
         chain without taking it on (the page's sliders before a step)."""
         logits = self._state.logits
         if after_samplers:
-            chain = self._chain if config is None else config.chain()
+            chain = self._chain if config is None else config.chain(self.decoder)
             logits = chain(logits, self._history(self._next_draw))
         return Distribution(logits[0], self.decoder.tokenizer, self._state.ids[0].tolist())
 
@@ -173,6 +176,7 @@ class Session:
         final, reports = self._chain.traced(raw, history)
         memory = None  # a forced token leaves the stateful stages' memory as it was: they did not choose it
         if forced is not None:
+            check_constraint_allows(self._chain, history, forced, self.decoder.tokenizer)
             token = forced
         else:
             assert draw is not None  # a chosen token has its draw number

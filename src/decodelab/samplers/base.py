@@ -176,6 +176,14 @@ class Stage:
         (B, V); `memory` is None on the first step."""
         raise NotImplementedError(f"{self.name} is not stateful")
 
+    # A stage that can end an output (a grammar: nothing may follow a whole JSON value) says when a row's
+    # generated ids are complete; the loop then stops that row.
+    ends_outputs: ClassVar[bool] = False
+
+    def complete(self, generated: list[int]) -> bool:
+        """Whether a row whose generated ids are `generated` is finished (only for `ends_outputs` stages)."""
+        return False
+
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> Stage | None:
         """The stage a config's values ask for, or None when its first setting is off."""

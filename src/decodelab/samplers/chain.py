@@ -52,6 +52,15 @@ class SamplerChain:
         return logits, reports
 
     @property
+    def ends_outputs(self) -> bool:
+        """Whether a stage may end a row's output (a grammar), so the loop asks `complete` after each token."""
+        return any(stage.ends_outputs for stage in self.stages)
+
+    def complete(self, generated: list[int]) -> bool:
+        """Whether a stage says a row with these generated ids is finished."""
+        return any(stage.complete(generated) for stage in self.stages if stage.ends_outputs)
+
+    @property
     def stateful(self) -> bool:
         """Whether any stage keeps memory between steps (the loop then asks `remember` after each draw)."""
         return any(stage.stateful for stage in self.stages)
