@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/samplers.py
+	$(BIN)/python bench/constraints.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/tinygpt.py

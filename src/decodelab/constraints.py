@@ -270,14 +270,15 @@ class ConstraintStage(Stage):
 
     def allowed(self, history: History) -> torch.Tensor:
         """(B, V) bool: the tokens each row's grammar allows next."""
-        import llguidance.torch
-
         rows = history.generated.tolist()
         matchers = self.matchers.align(rows)
         vocab_size = self.matchers.vocab_size
-        bitmask = llguidance.torch.allocate_token_bitmask(len(rows), vocab_size)  # (B, ceil(V / 32)) int32
+        # llguidance writes each row's mask into our buffer (what its `llguidance.torch` helpers do, without
+        # importing them: they import torch.compile's machinery, seconds on first use)
+        bitmask = torch.full((len(rows), (vocab_size + 31) // 32), -1, dtype=torch.int32)  # (B, words)
         for index, matcher in enumerate(matchers):
-            llguidance.torch.fill_next_token_bitmask(matcher, bitmask, index)
+            row = bitmask[index]
+            matcher.unsafe_compute_mask_ptr(row.data_ptr(), row.numel() * row.element_size())
         # bit j of word w says whether token 32 * w + j is allowed (llguidance's layout, least significant first)
         bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")  # (B, 32 * words)
         return torch.from_numpy(bits[:, :vocab_size]).bool()
