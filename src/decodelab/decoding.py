@@ -220,8 +220,8 @@ def make_step(
         raw_probs = raw_logprobs.exp()
         rank = int((raw_logits > raw_logits[token_id]).sum()) + 1
         entropy = float(-(raw_probs * raw_logprobs).nansum())  # 0 * -inf terms are nan: skipped
-        top = _alternatives(tokenizer, chain_logprobs.exp(), top_n)
-        raw_top = _alternatives(tokenizer, raw_probs, top_n)
+        top = top_alternatives(tokenizer, chain_logprobs.exp(), top_n)
+        raw_top = top_alternatives(tokenizer, raw_probs, top_n)
     raw = tokenizer.token_bytes(token_id)
     return Step(
         index=index,
@@ -243,7 +243,8 @@ def make_step(
     )
 
 
-def _alternatives(tokenizer: Tokenizer, probs: torch.Tensor, n: int) -> tuple[Alternative, ...]:
+def top_alternatives(tokenizer: Tokenizer, probs: torch.Tensor, n: int) -> tuple[Alternative, ...]:
+    """The `n` most likely tokens of `probs` (V,), most likely first."""
     if n == 0:
         return ()
     values, ids = torch.topk(probs, min(n, probs.numel()))

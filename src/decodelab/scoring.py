@@ -309,17 +309,8 @@ def _score_positions(
         ranks = (block > chosen_logits).sum(dim=-1) + 1  # (b,) strictly more likely, as Step.rank counts
         entropies = -torch.special.xlogy(probs, probs).sum(dim=-1)  # (b,) 0 * log 0 counts as 0
         nuclei = nucleus_sizes(probs, nucleus_p)  # (b,)
-        top_logprobs, top_ids = logprobs.topk(top_n, dim=-1)  # (b, top_n), most likely first
-        for row, (token_id, logprob, rank, entropy, nucleus, row_top_ids, row_top_logprobs) in enumerate(
-            zip(
-                targets.tolist(),
-                chosen.tolist(),
-                ranks.tolist(),
-                entropies.tolist(),
-                nuclei.tolist(),
-                top_ids.tolist(),
-                top_logprobs.tolist(),
-            )
+        for row, (token_id, logprob, rank, entropy, nucleus) in enumerate(
+            zip(targets.tolist(), chosen.tolist(), ranks.tolist(), entropies.tolist(), nuclei.tolist())
         ):
             position, raw = first + row, tokenizer.token_bytes(token_id)
             tokens.append(
@@ -335,15 +326,7 @@ def _score_positions(
                     position=position,
                     context=position - begin,
                     bytes=raw,
-                    alternatives=_alternatives(tokenizer, row_top_ids, row_top_logprobs),
+                    alternatives=decoding.top_alternatives(tokenizer, probs[row], top_n),
                 )
             )
     return tokens
-
-
-def _alternatives(tokenizer: Tokenizer, ids: list[int], logprobs: list[float]) -> tuple[Alternative, ...]:
-    alternatives = []
-    for token_id, logprob in zip(ids, logprobs):
-        raw = tokenizer.token_bytes(token_id)
-        alternatives.append(Alternative(token_id, readable_piece(raw), math.exp(logprob), raw))
-    return tuple(alternatives)
