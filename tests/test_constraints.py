@@ -101,9 +101,13 @@ def test_the_stage_report_counts_the_librarys_mask_and_the_mass_it_removed(bundl
         report = step.stages[0]
         assert report.name == "constraint" and report.kept == int(mask.sum())
         assert 0 <= report.removed_mass <= 1 and mask.shape[0] == bundled.decoder.backend.vocab_size
-        if step.rank > 1 and report.removed_mass == 0:  # the model's top choice was outside: mass went with it
-            raise AssertionError(f"step {index}: a forbidden top choice but no mass removed")
+        top_forbidden = not bool(mask[step.raw_top[0].id])  # the model's own top choice was outside the grammar
+        assert report.removed_top == top_forbidden
+        assert step.overruled_by == ("constraint" if top_forbidden else None)
+        if top_forbidden:
+            assert report.removed_mass >= step.raw_top[0].prob - 1e-6  # its mass went with it
         assert bool(mask[step.token_id])
+    assert any(step.overruled_by for step in result.steps)  # the schema overruled the model somewhere
 
 
 def test_a_session_follows_undo_fork_and_replay_exactly(bundled):

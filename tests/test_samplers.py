@@ -237,6 +237,15 @@ def test_traced_reports_kept_and_removed_mass():
         [("temperature", 2, 0.0), ("top_k", 2, 0.0)],  # already-removed tokens are not counted again
     ]
     assert torch.equal(final, SamplerChain((Temperature(0.5), TopK(2)))(logits, no_history(3)))
+    assert not any(r.removed_top for row in reports for r in row)  # top-k never removes the most likely token
+
+
+def test_a_report_says_when_a_stage_removed_the_most_likely_token():
+    logits = torch.tensor([PROBS, PROBS]).log()  # token 3 most likely in both rows
+    _, reports = SamplerChain((LogitBias({}, (3,)),)).traced(logits, no_history(2))
+    assert [row[0].removed_top for row in reports] == [True, True]
+    _, reports = SamplerChain((LogitBias({}, (0,)),)).traced(logits, no_history(2))
+    assert [row[0].removed_top for row in reports] == [False, False]
 
 
 @pytest.mark.parametrize(

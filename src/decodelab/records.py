@@ -69,12 +69,20 @@ class Step:
             "top": [a.to_dict() for a in self.top],
             "raw_top": [a.to_dict() for a in self.raw_top],
             "stages": [s.to_dict() for s in self.stages],
+            "overruled_by": self.overruled_by,
             "row": self.row,
             "forced": self.forced,
             "bytes": list(self.bytes),  # as OpenAI's logprobs give them: JSON has no byte strings
             "is_stop": self.is_stop,
             "special": self.special,
         }
+
+    @property
+    def overruled_by(self) -> str | None:
+        """The stage that removed the model's own top choice at this step (the first, when several did; a
+        grammar forbidding where the model wanted to go, a ban, a penalty...), or None when the model's top
+        choice survived the chain (or the step was not traced)."""
+        return next((report.name for report in self.stages if report.removed_top), None)
 
     def choices(self, n: int = 5) -> str:
         """The tutorial's choice cells: 'most (8.53%) | only (4.96%) | ...' from the raw distribution."""

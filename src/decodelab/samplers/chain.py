@@ -17,9 +17,16 @@ class StageReport:
     name: str
     kept: int  # tokens still possible (finite logit) after the stage
     removed_mass: float  # probability (before the stage) of the tokens it removed
+    removed_top: bool = False  # it removed the token that was most likely before it (for the first stage: the
+    # model's own top choice, e.g. a grammar forbidding where the model wanted to go)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kept": self.kept, "removed_mass": self.removed_mass}
+        return {
+            "name": self.name,
+            "kept": self.kept,
+            "removed_mass": self.removed_mass,
+            "removed_top": self.removed_top,
+        }
 
 
 @dataclass(frozen=True)
@@ -46,8 +53,11 @@ class SamplerChain:
             still = torch.isfinite(shaped)
             removed = (logits.softmax(dim=-1) * (finite & ~still)).sum(dim=-1)  # (B,)
             kept = still.sum(dim=-1)
+            top_removed = ~still.gather(1, logits.argmax(dim=-1, keepdim=True))[:, 0]  # (B,)
             for row in range(logits.shape[0]):
-                reports[row].append(StageReport(stage.name, int(kept[row]), float(removed[row])))
+                reports[row].append(
+                    StageReport(stage.name, int(kept[row]), float(removed[row]), bool(top_removed[row]))
+                )
             logits, finite = shaped, still
         return logits, reports
 
