@@ -44,8 +44,15 @@ def build_messages(prompt: str | list[Message], system: str | None = None) -> li
     return messages
 
 
-def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> str:
-    """The prompt text the model sees for `messages`, ending with the assistant's turn opener."""
+def render_chat(
+    tokenizer: Tokenizer,
+    messages: list[Message],
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The prompt text the model sees for `messages`, ending with the assistant's turn opener. `tools` (OpenAI's
+    `{"type": "function", "function": {...}}` dicts) reach the template as `tools`, as transformers passes them;
+    a template that never reads them shows nothing of them (see `template_reads_tools`)."""
     if not tokenizer.chat_template:
         raise Unsupported(
             "this model has no chat template: give it plain text (no --chat; /v1/completions on the server)"
@@ -55,7 +62,10 @@ def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_pr
     template = _compile(tokenizer.chat_template)
     _check_tool_calls_known(messages, tokenizer.chat_template)
     try:
-        text = template.render(messages=messages, add_generation_prompt=add_generation_prompt, **tokenizer.named_tokens)
+        extra = {"tools": tools} if tools else {}
+        text = template.render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **extra, **tokenizer.named_tokens
+        )
     except TemplateError as exc:
         raise BadInput(f"the model's chat template rejected these messages: {exc}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a template's own code on unexpected input
@@ -64,6 +74,11 @@ def render_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_pr
         ) from None
     _check_tool_turns_shown(messages, text)
     return text
+
+
+def template_reads_tools(tokenizer: Tokenizer) -> bool:
+    """Whether the model's chat template shows the tools it is given (it reads a `tools` variable)."""
+    return "tools" in (tokenizer.chat_template or "")
 
 
 def _check_tool_calls_known(messages: list[Message], template: str) -> None:

@@ -80,16 +80,24 @@ class LM:
             raise BadInput("text is empty: give some text to tokenize")
         return tokenize(self.tokenizer, text, add_special_tokens=add_special_tokens)
 
-    def chat_prompt(self, prompt: str | list[Message], system: str | None = None) -> str:
-        """The prompt text rendered through the chat template, ending where the assistant starts to write."""
-        return render_chat(self.tokenizer, build_messages(prompt, system))
+    def chat_prompt(
+        self, prompt: str | list[Message], system: str | None = None, tools: list[dict] | None = None
+    ) -> str:
+        """The prompt text rendered through the chat template, ending where the assistant starts to write;
+        `tools` (OpenAI's function dicts) reach the template as transformers passes them."""
+        return render_chat(self.tokenizer, build_messages(prompt, system), tools=tools)
 
-    def chat_tokens(self, prompt: str | list[Message], system: str | None = None) -> TokenView:
+    def chat_tokens(
+        self, prompt: str | list[Message], system: str | None = None, tools: list[dict] | None = None
+    ) -> TokenView:
         """The token view of the rendered chat prompt (its special tokens come from the template)."""
-        return tokenize(self.tokenizer, self.chat_prompt(prompt, system), add_special_tokens=False)
+        return tokenize(self.tokenizer, self.chat_prompt(prompt, system, tools), add_special_tokens=False)
 
-    def prompt_ids(self, prompt: Prompt, chat: bool = False, system: str | None = None) -> list[int]:
-        """Token ids for a prompt (text, chat messages, or ids), checked to be non-empty and fit the context."""
+    def prompt_ids(
+        self, prompt: Prompt, chat: bool = False, system: str | None = None, tools: list[dict] | None = None
+    ) -> list[int]:
+        """Token ids for a prompt (text, chat messages, or ids), checked to be non-empty and fit the context;
+        `tools` go to the chat template."""
         ids: list[int]
         if isinstance(prompt, list) and all(isinstance(item, int) for item in prompt) and prompt:
             ids = list(cast(list[int], prompt))
@@ -97,7 +105,7 @@ class LM:
             if outside := [i for i in ids if not 0 <= i < vocab]:
                 raise BadInput(f"token id {outside[0]} is outside the vocabulary [0, {vocab}): give ids the model has")
         elif chat or (isinstance(prompt, list) and prompt):
-            ids = self.chat_tokens(cast(str | list[Message], prompt), system).ids
+            ids = self.chat_tokens(cast(str | list[Message], prompt), system, tools).ids
         else:
             if not prompt:
                 raise BadInput("prompt is empty: give some text for the model to continue")
