@@ -9,8 +9,12 @@
     POST /api/trace                      a generation as server-sent events: one `step` per token, then `result`
     POST /api/score | /api/beam | /api/compare
     POST /api/sessions/{id}/distribution a session's next-token distribution under another config (the page
-                                         asks when a stage it does not run itself is on)
+                                         asks when a stage it does not run itself is on, a constraint among
+                                         them: the reply says what the grammar allows)
     /api/sessions/...                    step through a prompt token by token (see `session_api`)
+
+Every route that takes a `config` takes a constraint in it, `config.constraint = {"kind", "source"}` (see
+`explorer_schemas`); each traced step's `stages` then starts with the constraint's report.
 
 Every route that runs on the model thread is admitted first (429 with Retry-After when the queue is full)
 and claims the KV-cache tokens it will hold before it allocates them (see `runner`).
@@ -25,10 +29,11 @@ import torch
 from fastapi import APIRouter, Request
 from pydantic import Field
 
+from decodelab.constraints import KINDS
 from decodelab.engine import Generation
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.samplers import DEFAULT_ORDER, describe_stages
+from decodelab.samplers import DEFAULT_ORDER, StageReport, all_settings, describe_stages
 from decodelab.server.errors import ERROR_RESPONSES, APIError, in_band_error
 from decodelab.server.explorer_schemas import (
     TOP_FOR_PAGE,
@@ -42,11 +47,13 @@ from decodelab.server.explorer_schemas import (
     make_generation_config,
 )
 from decodelab.server.limits import kv_bytes_per_token, kv_cost
-from decodelab.server.session_api import Secret, next_payload, prompt_ids_and_rows
+from decodelab.server.session_api import Secret, next_payload, prompt_ids_and_rows, requested_config
 from decodelab.server.sse import EventStream, event, finite
 
 if TYPE_CHECKING:
+    from decodelab.distribution import Distribution
     from decodelab.model import LM
+    from decodelab.session import Session
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -74,6 +81,7 @@ async def info(request: Request) -> dict:
         "api_key_required": app.api_key is not None,
         "stages": describe_stages(),  # every sampler stage and its settings: the page builds its controls from it
         "default_order": list(DEFAULT_ORDER),
+        "constraint_kinds": list(KINDS),  # config.constraint's kinds (see explorer_schemas): the page's selector
     }
 
 
@@ -140,11 +148,9 @@ def _session_distribution(live, body: DistributionRequest) -> dict:
     reason = session.stop_reason
     if reason is not None and reason.kind == "context_full":
         raise BadInput("the context is full: there is no next token to look at; undo some tokens or start over")
-    config = session.config
-    if body.config is not None:
-        config = make_generation_config(body.config, GenerationConfig(seed=session.seed))
-    config = config.with_(greedy=body.greedy)
-    raw, after = session.distribution(), session.distribution(after_samplers=True, config=config)
+    config = requested_config(session, body)
+    own = config == session.config  # the session's own chain: its grammar's matchers are already in place
+    raw, after = session.distribution(), session.distribution(after_samplers=True, config=None if own else config)
     vocab_size = raw.logits.numel()
     outside = [token for token in body.ids if not 0 <= token < vocab_size]
     if outside:
@@ -156,6 +162,7 @@ def _session_distribution(live, body: DistributionRequest) -> dict:
     probs = after.probs  # (V,)
     if config.is_greedy:  # the argmax is certain
         probs = (torch.arange(vocab_size) == choice).float()
+    allowed = constraint_mask(session, config)  # (V,) or None
     return finite(
         {
             "config": config.to_dict(),
@@ -165,12 +172,34 @@ def _session_distribution(live, body: DistributionRequest) -> dict:
             "kept_raw_mass": raw.prob(choice) if config.is_greedy else float(raw.probs[possible].sum()),
             "entropy": after.entropy,  # of the chain's distribution, before a greedy pick
             "probs": [float(probs[token]) for token in body.ids],
+            "constraint": None if allowed is None else constraint_report(raw, allowed).to_dict(),
+            "allowed": None if allowed is None else [bool(allowed[token]) for token in body.ids],
             "after": [
                 {**c.to_dict(), "prob": float(probs[c.id]), "raw_prob": raw.prob(c.id)}
                 for c in after.top(body.top)
                 if float(probs[c.id]) > 0
             ],
         }
+    )
+
+
+def constraint_mask(session: Session, config: GenerationConfig) -> torch.Tensor | None:
+    """(V,) bool: the tokens `config`'s constraint allows next, from the chain of that constraint alone (every
+    sampler stage off); None without a constraint."""
+    if config.constraint is None:
+        return None
+    alone = config.with_(**{declared.name: declared.default for declared in all_settings()})
+    return torch.isfinite(session.distribution(after_samplers=True, config=alone).logits)
+
+
+def constraint_report(raw: Distribution, allowed: torch.Tensor) -> StageReport:
+    """What the constraint stage does to the next token, as a step's StageReport says it (the stage is first:
+    it sees the model's own distribution)."""
+    return StageReport(
+        "constraint",
+        kept=int(allowed.sum()),
+        removed_mass=float(raw.probs[~allowed].sum()),
+        removed_top=not bool(allowed[raw.logits.argmax()]),
     )
 
 

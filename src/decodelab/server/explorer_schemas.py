@@ -1,14 +1,28 @@
-"""Request bodies of the explorer routes (`/api/...`), and the GenerationConfig a JSON `config` names."""
+"""Request bodies of the explorer routes (`/api/...`), and the GenerationConfig a JSON `config` names.
+
+A constraint is one field of that config, in one shape for every route (the shape `config` comes back in):
+
+    "constraint": {"kind": "json_schema", "source": {...}}        the schema, or its JSON text
+                  {"kind": "json_object"}                         any JSON object (no source)
+                  {"kind": "regex", "source": "[0-9]+"}           the whole output matches (Rust regex syntax)
+                  {"kind": "choice", "source": [" yes", " no"]}   exactly one of these (or that list as JSON text)
+                  {"kind": "grammar", "source": "start: ..."}     llguidance's Lark, or GBNF (`root ::= ...`)
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from decodelab.constraints import KEYWORDS, KINDS, Constraint
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig, from_json
 from decodelab.model import make_config
+from decodelab.server.errors import APIError
+from decodelab.server.limits import MAX_CONSTRAINT_CHARS
 
 TOP_FOR_PAGE = 50  # labelled candidates per distribution; sampler stages never reorder the raw ranking
 MAX_GENERATE_STEPS = 512
@@ -99,4 +113,86 @@ class CompareRequest(PlainPrompt):
 def make_generation_config(values: dict[str, Any] | None, base: GenerationConfig | None = None) -> GenerationConfig:
     """A GenerationConfig from JSON fields; unknown names and bad values are one BadInput each."""
     values = dict(values or {})
+    for keyword in KEYWORDS:  # the Python API's keywords (regex=...): over HTTP, `constraint` is the one field
+        if keyword in values:
+            raise APIError(
+                400,
+                f'config.{keyword}: send a constraint as config.constraint = {{"kind": "{keyword}", "source": ...}}',
+                param=f"config.{keyword}",
+            )
+    if values.get("constraint") is not None:
+        values["constraint"] = request_constraint(values["constraint"])
     return make_config(base, {name: from_json(name, value) for name, value in values.items()})
+
+
+CONSTRAINT_FIELD = "config.constraint"
+CONSTRAINT_EXAMPLE = '{"kind": "regex", "source": "[0-9]+"}'
+
+
+def request_constraint(value: Any) -> Constraint:
+    """`config.constraint` as a request sends it (see the module's docstring) -> a Constraint, checked once
+    here; anything wrong is a 400 naming config.constraint."""
+    try:
+        return _constraint(value)
+    except BadInput as error:
+        raise _refusal(str(error), value.get("kind") if isinstance(value, dict) else None) from None
+    except RecursionError:
+        raise _refusal("the source nests too deeply: send a flatter schema") from None
+
+
+def _constraint(value: Any) -> Constraint:
+    if not isinstance(value, dict) or "kind" not in value or not set(value) <= {"kind", "source"}:
+        raise BadInput(f"must be {{'kind', 'source'}}, e.g. {CONSTRAINT_EXAMPLE}, got {_quote(value)}")
+    kind, source = value["kind"], value.get("source")
+    if kind not in KINDS:
+        raise BadInput(f"kind must be one of {', '.join(KINDS)}, got {_quote(kind)}")
+    if kind == "json_object":  # any object; the source a state echoes back is the library's own
+        if source is not None and source != Constraint.json_object().source:
+            raise BadInput(
+                "a json_object constraint takes no source (any JSON object): leave it out, or use json_schema"
+            )
+        return Constraint.json_object()
+    if source is None:
+        raise BadInput(f"a {kind} constraint needs its source, e.g. {CONSTRAINT_EXAMPLE}")
+    size = len(source) if isinstance(source, str) else len(json.dumps(source, ensure_ascii=False))
+    if size > MAX_CONSTRAINT_CHARS:
+        raise BadInput(
+            f"the {kind} source is {size:,} characters and this server takes at most {MAX_CONSTRAINT_CHARS:,} "
+            "per constraint: send a shorter one"
+        )
+    if kind in ("regex", "grammar") and not isinstance(source, str):
+        raise BadInput(f"a {kind} constraint's source is text, got {_quote(source)}")
+    if kind == "choice" and isinstance(source, str):
+        source = _choices(source)
+    try:
+        return getattr(Constraint, kind)(source)
+    except ValueError as error:  # llguidance's own refusals of a schema it cannot read (nesting too deep, ...)
+        raise BadInput(f"the {kind.replace('_', ' ')} constraint does not compile: {error}") from None
+
+
+def _choices(text: str) -> Any:
+    """A choice source sent as text: the JSON list a state echoes back."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadInput(
+            f'a choice constraint\'s source is a list of strings, e.g. [" yes", " no"], got {_quote(text)}'
+        ) from None
+
+
+def _refusal(message: str, kind: str | None = None) -> APIError:
+    """One line: llguidance's compile errors span several (the grammar echoed, a caret); keep the first and
+    the line that names the fault ("error: unclosed group"). Only a grammar's own text has the line(column)
+    llguidance points at; other kinds are compiled to a grammar the user never sees."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    fault = next((line.removeprefix("error:").strip() for line in lines[1:] if line.startswith("error:")), "")
+    text = f"{lines[0].rstrip(':')}: {fault}" if fault else lines[0]
+    if kind != "grammar":
+        text = re.sub(r"\bat \d+\(\d+\): ", "", text)
+    if "does not compile" in text:
+        text += ": correct the source"
+    return APIError(400, f"{CONSTRAINT_FIELD}: {text}", param=CONSTRAINT_FIELD, code="invalid_constraint")
+
+
+def _quote(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)[:80]

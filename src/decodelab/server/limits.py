@@ -15,6 +15,7 @@ import torch
 from decodelab.generation_config import MAX_TOP_N
 
 MiB = 2**20
+MAX_CONSTRAINT_CHARS = 20_000  # characters of one constraint's source (schema, regex, choices or grammar)
 
 
 def _limit(default: int | float, help: str) -> Any:
@@ -52,7 +53,7 @@ class ServerLimits:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "max_top_n": MAX_TOP_N}
+        return {**asdict(self), "max_top_n": MAX_TOP_N, "max_constraint_chars": MAX_CONSTRAINT_CHARS}
 
 
 def kv_bytes_per_token(backend) -> int | None:

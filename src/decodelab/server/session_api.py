@@ -11,6 +11,10 @@
 Every call but the first sends the session's secret in the `X-Session-Secret` header. The `next` payload
 carries the raw logits of the whole vocabulary (base64 float32, little-endian), so the page can re-apply
 temperature, top-k, top-p and min-p as the sliders move without asking the server.
+
+A `config` may carry a constraint (`config.constraint`, see `explorer_schemas`): the session then follows its
+grammar through undo, a forbidden token appended is a 400, and a whole output stops with `constraint_complete`.
+A constraint taken on mid-session applies to the whole output, so the tokens generated so far must fit it.
 """
 
 from __future__ import annotations
@@ -139,11 +143,36 @@ async def end_session(session_id: str, request: Request, secret: Secret = None) 
     return {"id": session_id, "deleted": True}
 
 
-def _configure(session: Session, body: StepRequest) -> None:
+def requested_config(session: Session, body: StepRequest) -> GenerationConfig:
+    """The config a step (or a look at the distribution) asks for: `body.config` in place of the session's own
+    when sent, with `body.greedy`. A constraint it brings must allow what the session generated so far."""
+    config = session.config
     if body.config is not None:
-        session.configure(make_generation_config(body.config, GenerationConfig(seed=session.seed)))
-    if body.greedy != session.config.greedy:
-        session.configure(greedy=body.greedy)
+        config = make_generation_config(body.config, GenerationConfig(seed=session.seed))
+    config = config.with_(greedy=body.greedy)
+    if config.constraint is not None and config.constraint != session.config.constraint and session.steps:
+        check_constraint_fits(session, config)
+    return config
+
+
+def check_constraint_fits(session: Session, config: GenerationConfig) -> None:
+    """A constraint taken on mid-session applies to the whole output: the tokens generated so far must be a
+    start it allows."""
+    try:
+        config.chain(session.decoder).complete(session.token_ids)
+    except BadInput:
+        kind = config.constraint.kind if config.constraint is not None else "new"
+        count = len(session.steps)
+        raise BadInput(
+            f"the text generated so far ({session.text[-40:]!r}, {count} token{'s' if count != 1 else ''}) does not "
+            f"match the {kind.replace('_', ' ')} constraint: undo it, or start over, to apply the constraint"
+        ) from None
+
+
+def _configure(session: Session, body: StepRequest) -> None:
+    config = requested_config(session, body)
+    if config != session.config:  # the same config keeps the chain, and the grammar's matchers, as they are
+        session.configure(config)
 
 
 def _check_can_continue(session: Session) -> None:
