@@ -141,6 +141,11 @@ def test_forcing_a_forbidden_token_is_a_400_with_the_librarys_message(http):
     assert reply.status_code == 400
     assert "forbidden here by the regex constraint" in reply.json()["error"]["message"]
     assert call(http, state, owner, "append", text="7").status_code == 200
+    # An append may bring the config, as a step does: the token is checked under it.
+    free, owner = start(http, "Answer:", {})
+    reply = call(http, free, owner, "append", text=" yes", config={"constraint": constraint("choice", [" no"])})
+    assert reply.status_code == 400 and "forbidden here by the choice constraint" in reply.json()["error"]["message"]
+    assert call(http, free, owner, "append", text=" no").json()["state"]["config"]["constraint"]["kind"] == "choice"
 
 
 def test_a_constraint_the_generated_text_breaks_is_refused_until_undone(http):
@@ -174,7 +179,7 @@ for _ in range(300):
     [
         (
             constraint("regex", "(unclosed"),
-            'regex constraint does not compile: invalid regex "(unclosed" (in regex): regex parse error: unclosed group',
+            'regex constraint does not compile: invalid regex "(unclosed"',
         ),
         (constraint("json_schema", "{not json"), "the JSON schema is not JSON"),
         (constraint("json_schema", {"type": "nonsense"}), "json schema constraint does not compile: Invalid type"),

@@ -6,7 +6,9 @@ list, so a test checks that every declared slider is on the page. The page re-ru
 (temperature, top-nσ, top-k, top-p, min-p, epsilon and eta cutoffs), so a parity test checks its
 probabilities against the server's `after` for the same settings; any other stage that is on (a penalty,
 typical-p, ...) is computed by the server, and a test checks that the page then shows the server's
-distribution. Screenshots are saved in tests/artifacts/ for a human to look at.
+distribution. So is a constraint set in the page's box: tests check that the bars strike through exactly the
+tokens the library's grammar forbids and that the output matches. Screenshots are saved in tests/artifacts/
+for a human to look at.
 """
 
 from __future__ import annotations
@@ -470,3 +472,119 @@ def test_a_full_session_store_does_not_stop_the_page(bundled, page):
         page.click("#greedy-step")
         settle(page)
         assert step_rows(page) == 1
+
+
+def set_constraint(page, kind: str, source: str = "") -> None:
+    """Choose a kind in the constraint box, type its source and press Apply (as a person would)."""
+    page.select_option("#constraint-kind", kind)
+    if source:
+        page.fill("#constraint-source", source)
+    page.click("#constraint-apply")
+
+
+def library_allowed(bundled, prompt: str, constraint, generated: list[int]) -> set[int]:
+    """The token ids the library's own session under `constraint` allows after `generated`."""
+    import torch
+
+    from decodelab.generation_config import GenerationConfig
+    from decodelab.session import Session
+
+    session = Session(bundled, bundled.prompt_ids(prompt), GenerationConfig(constraint=constraint))
+    for token in generated:
+        session.append(token)
+    return set(torch.isfinite(session.distribution(after_samplers=True).logits).nonzero()[:, 0].tolist())
+
+
+def test_a_choice_constraint_strikes_out_what_it_forbids_and_the_output_matches(server, page, bundled):
+    """The constraint box under the sliders: the grammar runs on the server, the bars strike through the
+    tokens it forbids (the library's mask), the summary gives its count and removed mass, a step where the
+    model's own top choice was forbidden is marked, and the output is one of the choices."""
+    from decodelab.constraints import Constraint
+
+    prompt, options = "The capital of France is", [" Lyon", " Marseille"]
+    start(page, server.url, prompt)
+    top = bars(page)[0]
+    set_constraint(page, "choice", "\n".join(options))
+    shown = bars(page, "server")
+    allowed = library_allowed(bundled, prompt, Constraint.choice(options), [])
+    forbidden = page.eval_on_selector_all(".bar-row.forbidden", "rows => rows.map(row => Number(row.dataset.id))")
+    assert forbidden == [bar["id"] for bar in shown if bar["id"] not in allowed]
+    assert top["id"] in forbidden  # " Paris", the model's own first choice
+    assert all(bar["post"] == 0 for bar in shown if bar["id"] in forbidden)
+    # The allowed tokens lie far down the model's ranking: the likeliest of them are shown after its top 20.
+    extra = [bar for bar in shown[20:] if bar["id"] in allowed]
+    assert extra and all(bar["rank"] > 20 and bar["post"] > 0 for bar in extra)
+    assert sum(bar["post"] for bar in shown) > 0.9
+    first = page.locator(".bar-row.forbidden").first
+    assert "line-through" in first.locator(".chip").evaluate("chip => getComputedStyle(chip).textDecorationLine")
+    expect(first.locator(".post-value")).to_have_text("forbidden")
+    summary = page.locator("#dist-summary")
+    expect(summary).to_contain_text(f"constraint (choice) → {len(allowed)} (keeps ")
+    report = page.evaluate("decodelab.page.server.reply.constraint")
+    assert report["kept"] == len(allowed) and report["removed_top"] and report["removed_mass"] > 0.5
+    expect(page.locator("#constraint-status")).to_have_text("applied")
+
+    # Clicking a struck-out token asks to force it: the server refuses, in words, and nothing is appended.
+    page.locator(".bar-row.forbidden").first.click()
+    settle(page)
+    expect(page.locator("#error")).to_contain_text("is forbidden here by the choice constraint")
+    assert step_rows(page) == 0
+
+    page.click("#greedy-step")
+    settle(page)
+    expect(page.locator("#steps tbody tr.overruled")).to_have_count(1)
+    expect(page.locator("#steps .overruled-tag")).to_have_text("⊘ constraint")
+    assert "top choice" in page.locator("#steps .overruled-tag").get_attribute("title")
+    assert page.locator("#tokens .chip.overruled").count() == 1
+    bars(page, "server")  # the next token's bars, under the same grammar
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "explorer-constraint.png", full_page=True)
+
+    page.fill("#generate-count", "10")
+    page.click("#generate")
+    settle(page)
+    assert page.locator("#generated-text").text_content() in options
+    expect(page.locator("#stop-reason")).to_contain_text("Stopped: constraint complete")
+    assert page.evaluate("decodelab.page.state.config.constraint.kind") == "choice"
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def test_a_korean_choice_constraint(server, page):
+    """Hangul choices: SmolLM2 spells each syllable in byte tokens, and the grammar follows them byte by byte."""
+    options = [" 서울", " 부산"]
+    page.goto(server.url)
+    expect(page.locator("#model-info")).to_contain_text("SmolLM2")
+    page.select_option("#constraint-kind", "choice")
+    page.fill("#constraint-source", "\n".join(options))
+    expect(page.locator("#constraint-status")).to_have_text("edited: Apply to use it")
+    page.fill("#prompt", "한국의 수도는")
+    page.click("#start")  # Start takes the box as it is
+    settle(page)
+    bars(page, "server")
+    page.fill("#generate-count", "12")
+    page.click("#generate")
+    settle(page)
+    text = page.locator("#generated-text").text_content()
+    assert text in options and "\ufffd" not in page.locator("#text").text_content()
+    expect(page.locator("#stop-reason")).to_contain_text("constraint complete")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "explorer-constraint-korean.png", full_page=True)
+
+
+def test_a_bad_constraint_shows_in_the_error_line(server, page):
+    start(page, server.url, "The year is")
+    set_constraint(page, "regex", "(unclosed")
+    expect(page.locator("#error")).to_contain_text("the regex constraint does not compile")
+    expect(page.locator("#error")).to_contain_text('invalid regex "(unclosed"')
+    expect(page.locator("#dist-summary")).to_contain_text("the server could not compute")
+    set_constraint(page, "regex", " [0-9]{4}")
+    bars(page, "server")
+    expect(page.locator("#error")).to_be_hidden()
+    page.click("#greedy-step")
+    settle(page)
+    assert page.locator("#generated-text").text_content() == " "  # SmolLM2 spells digits one per token
+    set_constraint(page, "json_schema", "{not json")
+    expect(page.locator("#error")).to_contain_text("the JSON schema is not JSON")
+    set_constraint(page, "none")
+    bars(page, "page")  # no constraint, no server stage: the page's own chain again
+    expect(page.locator("#error")).to_be_hidden()

@@ -81,6 +81,9 @@ class StepRequest(Strict):
 class AppendRequest(Strict):
     token_id: int | None = None
     text: str | None = None  # a text that is exactly one token
+    # as a step's: the token is appended (and checked against a constraint) under this config from now on
+    config: dict[str, Any] | None = None
+    greedy: bool | None = None  # None: as the session is
 
 
 class UndoRequest(Strict):
@@ -186,7 +189,8 @@ def _refusal(message: str, kind: str | None = None) -> APIError:
     llguidance points at; other kinds are compiled to a grammar the user never sees."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     fault = next((line.removeprefix("error:").strip() for line in lines[1:] if line.startswith("error:")), "")
-    text = f"{lines[0].rstrip(':')}: {fault}" if fault else lines[0]
+    head = lines[0].rstrip(": ")
+    text = f"{head}: {fault}" if fault else head
     if kind != "grammar":
         text = re.sub(r"\bat \d+\(\d+\): ", "", text)
     if "does not compile" in text:

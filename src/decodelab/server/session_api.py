@@ -143,13 +143,14 @@ async def end_session(session_id: str, request: Request, secret: Secret = None) 
     return {"id": session_id, "deleted": True}
 
 
-def requested_config(session: Session, body: StepRequest) -> GenerationConfig:
-    """The config a step (or a look at the distribution) asks for: `body.config` in place of the session's own
-    when sent, with `body.greedy`. A constraint it brings must allow what the session generated so far."""
+def requested_config(session: Session, body: StepRequest | AppendRequest) -> GenerationConfig:
+    """The config a step, an append or a look at the distribution asks for: `body.config` in place of the
+    session's own when sent, with `body.greedy`. A constraint it brings must allow what was generated so far."""
     config = session.config
     if body.config is not None:
         config = make_generation_config(body.config, GenerationConfig(seed=session.seed))
-    config = config.with_(greedy=body.greedy)
+    if body.greedy is not None:
+        config = config.with_(greedy=body.greedy)
     if config.constraint is not None and config.constraint != session.config.constraint and session.steps:
         check_constraint_fits(session, config)
     return config
@@ -169,7 +170,7 @@ def check_constraint_fits(session: Session, config: GenerationConfig) -> None:
         ) from None
 
 
-def _configure(session: Session, body: StepRequest) -> None:
+def _configure(session: Session, body: StepRequest | AppendRequest) -> None:
     config = requested_config(session, body)
     if config != session.config:  # the same config keeps the chain, and the grammar's matchers, as they are
         session.configure(config)
@@ -193,6 +194,7 @@ def _append(live: LiveSession, body: AppendRequest) -> Iterator[Any]:
     if (body.token_id is None) == (body.text is None):
         raise BadInput("append needs exactly one of token_id or text")
     token: int | str = body.token_id if body.token_id is not None else cast(str, body.text)
+    _configure(live.session, body)
     step = yield from live.session.appending(token)
     yield {"step": step.to_dict(), "state": session_state(live)}
 

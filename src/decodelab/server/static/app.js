@@ -7,9 +7,14 @@
 // distribution after the chain (POST /api/sessions/{id}/distribution) and says so. A step sends the same
 // settings, so the server draws from what is shown. utf8.js finds which character a partial-byte token
 // helps to spell.
+//
+// A constraint (the box under the sliders: a JSON schema, a regex, a choice, ...) is a stage that always runs
+// on the server, first in the chain: it goes with every request as `config.constraint`, the bars then show
+// the server's distribution, and the tokens its grammar forbids are struck through as "forbidden".
 "use strict";
 
 const BARS = 20; // candidates shown, in the model's own (raw) order
+const KEPT_BARS = 10; // at most this many more: tokens the server's chain keeps beyond the first BARS (a grammar's)
 const SCALAR_KINDS = ["float", "int"]; // setting kinds a slider can set
 const GREEDY_SETTING = "temperature"; // 0 means greedy (GenerationConfig.is_greedy)
 const SERVER_DELAY_MS = 120; // wait for the sliders to rest before asking the server
@@ -25,6 +30,33 @@ const page = {
   controls: [], // one per slider: {setting, stage, input, output}
   version: 0, // counts the states shown, so a late answer from the server is not shown for a newer state
   server: null, // the server's distribution for the bars: {key, reply, error, timer}
+  constraint: null, // the constraint applied (Start or Apply): {kind, source} as config.constraint, or null
+};
+
+// The constraint kinds the page can set, as /api/info lists them (`constraint_kinds`); how each reads the box.
+const CONSTRAINT_KINDS = {
+  json_schema: {
+    label: "JSON schema",
+    hint: "JSON valid under this JSON Schema.",
+    example: '{"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}',
+  },
+  json_object: { label: "JSON object", hint: "Any JSON object.", noSource: true },
+  regex: {
+    label: "regex",
+    hint: "The whole output matches this regular expression (Rust syntax; a leading space counts).",
+    example: " [0-9]{4}-[0-9]{2}-[0-9]{2}",
+  },
+  choice: {
+    label: "choice",
+    hint: "Exactly one of these, one per line, as typed (' Paris' starts with a space).",
+    example: " Paris\n Lyon\n 서울",
+    source: (text) => text.split("\n").map((line) => line.replace(/\r$/, "")).filter((line) => line !== ""),
+  },
+  grammar: {
+    label: "grammar",
+    hint: "A sentence of this context-free grammar: Lark (start: ...) or GBNF (root ::= ...).",
+    example: 'start: num " + " num " = " num\nnum: /[0-9]{1,3}/',
+  },
 };
 
 // ---------- the server ----------
@@ -172,6 +204,11 @@ function samplerConfig() {
   return Object.assign({}, ...chainPlan(values, false).stages.map((stage) => stage.values));
 }
 
+// What every request sends as `config`: the sliders' settings and the applied constraint.
+function pageConfig() {
+  return page.constraint ? { ...samplerConfig(), constraint: page.constraint } : samplerConfig();
+}
+
 // The stages that are on, in order, with their settings; greedy leaves out the warpers (as the server does).
 // `local`: chain.js runs them all, so the page can reshape the bars itself.
 function chainPlan(values, greedy) {
@@ -185,6 +222,61 @@ function chainPlan(values, greedy) {
     stages.push({ name: stage.name, values: own, local: runsLocally(stage) });
   }
   return { greedy, stages, local: stages.every((stage) => stage.local) };
+}
+
+// ---------- the constraint box ----------
+
+// The kind selector lists what /api/info says the server takes.
+function buildConstraintBox(info) {
+  const select = $("constraint-kind");
+  select.replaceChildren(element("option", "", "none"));
+  select.options[0].value = "";
+  for (const kind of info.constraint_kinds || []) {
+    const option = element("option", "", CONSTRAINT_KINDS[kind] ? CONSTRAINT_KINDS[kind].label : kind);
+    option.value = kind;
+    select.append(option);
+  }
+  showConstraintBox();
+}
+
+// The box as a config.constraint ({kind, source}), or null for "none". The server checks it and says what
+// is wrong; the page only reads a choice's lines into a list.
+function boxConstraint() {
+  const kind = $("constraint-kind").value;
+  if (!kind) return null;
+  const known = CONSTRAINT_KINDS[kind] || {};
+  if (known.noSource) return { kind };
+  const text = $("constraint-source").value;
+  return { kind, source: known.source ? known.source(text) : text };
+}
+
+function showConstraintBox() {
+  const kind = $("constraint-kind").value;
+  const known = CONSTRAINT_KINDS[kind] || {};
+  const source = $("constraint-source");
+  source.hidden = !kind || Boolean(known.noSource);
+  source.placeholder = known.example ? `e.g. ${known.example}` : "";
+  $("constraint-hint").textContent = kind ? known.hint || "" : "No constraint: every token may follow.";
+  const edited = JSON.stringify(boxConstraint()) !== JSON.stringify(page.constraint);
+  const status = $("constraint-status");
+  status.textContent = edited ? "edited: Apply to use it" : page.constraint ? "applied" : "";
+  status.classList.toggle("edited", edited);
+}
+
+// Apply the box: the bars show its mask now (the server's answer), and the next step takes it on.
+function applyConstraint() {
+  showError(""); // the last constraint's error, if any: the server judges this one
+  page.constraint = boxConstraint();
+  showConstraintBox();
+  renderBars();
+  if (!page.state) $("constraint-status").textContent = page.constraint ? "applies when you start" : "";
+}
+
+// The plan with the constraint first: a stage the page never runs itself.
+function withConstraint(plan) {
+  if (!page.constraint) return plan;
+  const stage = { name: "constraint", values: {}, local: false, kind: page.constraint.kind };
+  return { ...plan, stages: [stage, ...plan.stages], local: false };
 }
 
 function decimals(step) {
@@ -274,9 +366,10 @@ function renderState() {
     let title;
     let classes;
     if (token.generated) {
-      classes = `generated${token.forced ? " forced" : ""}`;
+      classes = `generated${token.forced ? " forced" : ""}${token.overruled_by ? " overruled" : ""}`;
       title = `step ${token.step + 1}: ${percent(token.prob)} after the chain, ${percent(token.raw_prob)} raw, ` +
         `rank ${token.rank}${token.forced ? " (appended by hand)" : ""}`;
+      if (token.overruled_by) title += ` · ${overruledText(token)}`;
     } else {
       classes = `prompt${token.special ? " special" : ""}`;
       title = `${token.special ? "special" : "prompt"} token ${token.id}`;
@@ -292,14 +385,21 @@ function renderState() {
   rows.replaceChildren();
   for (const step of state.steps) {
     const row = document.createElement("tr");
-    if (step.forced) row.className = "forced";
+    row.className = [step.forced ? "forced" : "", step.overruled_by ? "overruled" : ""].join(" ").trim();
     const cell = (content, className) => {
       const td = element("td", className);
       td.append(content);
       row.append(td);
     };
     cell(String(step.step + 1), "num");
-    cell(chip(step.piece, step.id, step.forced ? "generated forced" : "generated"));
+    const chosen = element("span", "chosen");
+    chosen.append(chip(step.piece, step.id, step.forced ? "generated forced" : "generated"));
+    if (step.overruled_by) {
+      const tag = element("span", "overruled-tag", `⊘ ${stageName(step.overruled_by)}`);
+      tag.title = overruledText(step);
+      chosen.append(tag);
+    }
+    cell(chosen);
     cell(String(step.id), "num");
     cell(percent(step.prob), "num");
     cell(percent(step.raw_prob), "num");
@@ -318,6 +418,13 @@ function renderState() {
   page.dist = state.next ? prepareDistribution(state.next) : null;
   page.version += 1;
   renderBars();
+}
+
+// Why a step is marked: the stage that removed the model's own top choice (a grammar forbidding it, ...).
+function overruledText(step) {
+  const top = step.raw_top && step.raw_top[0];
+  const what = top ? `the model's own top choice “${top.piece}” (${percent(top.prob)})` : "the model's own top choice";
+  return `${what} was removed by the ${stageName(step.overruled_by)} stage`;
 }
 
 function renderStopLine() {
@@ -342,14 +449,14 @@ function renderStopLine() {
 // server's answer for this state and these settings ({pending} while it is asked for, {error} if refused).
 function currentChain() {
   const s = settings();
-  const plan = chainPlan(s.values, isGreedy(s));
+  const plan = withConstraint(chainPlan(s.values, isGreedy(s)));
   if (plan.local) {
     page.server = cancelServer(page.server);
     const chain = runChain(page.dist, plan);
     const keptMass = page.dist.order.slice(0, chain.kept).reduce((sum, id) => sum + page.dist.raw.prob(id), 0);
     return { ...chain, keptMass, source: "page" };
   }
-  const key = JSON.stringify([page.version, samplerConfig(), plan.greedy]);
+  const key = JSON.stringify([page.version, pageConfig(), plan.greedy]);
   const server = page.server;
   if (server && server.key === key) {
     if (server.reply) return serverChain(server, plan);
@@ -369,7 +476,7 @@ function cancelServer(server) {
 // Ask for the session's distribution after the chain once the sliders rest; show it if nothing moved since.
 function askServer(key, plan) {
   const ids = Array.from(page.dist.order.slice(0, Math.min(BARS, page.dist.order.length)));
-  const body = { config: samplerConfig(), greedy: plan.greedy, ids };
+  const body = { config: pageConfig(), greedy: plan.greedy, ids };
   const server = { key, ids };
   server.timer = setTimeout(async () => {
     server.timer = null;
@@ -384,14 +491,21 @@ function askServer(key, plan) {
   page.server = server;
 }
 
-// The server's reply as a chain result; it answers for the ids shown (`probs`), and per stage only its name.
+// The server's reply as a chain result; it answers for the ids shown (`probs`, and `allowed` under a
+// constraint). Per stage it names only the stage, but for the constraint: its tokens kept and mass removed.
 function serverChain({ reply, ids }, plan) {
-  const probs = new Map(reply.probs.map((p, index) => [ids[index], p]));
-  const stages = plan.stages.map((stage) => ({ name: stage.name }));
+  const probs = new Map(reply.after.map((c) => [c.id, c.prob])); // the most likely after the chain ...
+  reply.probs.forEach((p, index) => probs.set(ids[index], p)); // ... and every token shown
+  const allowed = reply.allowed ? new Map(reply.allowed.map((a, index) => [ids[index], a])) : null;
+  const stages = plan.stages.map((stage) => stage.name === "constraint" && reply.constraint
+    ? { name: stage.name, kind: stage.kind, kept: reply.constraint.kept, removedMass: reply.constraint.removed_mass }
+    : { name: stage.name });
   if (reply.greedy) stages.push({ name: "greedy" });
   return {
     kept: reply.kept, greedy: reply.greedy, stages, keptMass: reply.kept_raw_mass, source: "server",
     prob: (id) => probs.get(id) ?? 0,
+    forbidden: (id) => Boolean(allowed) && allowed.get(id) === false,
+    after: reply.after, // [{id, piece, prob, raw_prob}], most likely first
   };
 }
 
@@ -423,7 +537,10 @@ function renderBars() {
       : `the server could not compute the distribution after the chain: ${chain.error}`);
   } else {
     const stages = chain.stages.map((stage) => stage.kept === undefined
-      ? stageName(stage.name) : `${stageName(stage.name)} → ${count(stage.kept)}`);
+      ? stageName(stage.name)
+      : `${stageName(stage.name)}${stage.kind ? ` (${stageName(stage.kind)})` : ""} → ${count(stage.kept)}` +
+        // what the stage left of the raw mass (its report says what it removed: near 100% reads as "100.0%")
+        (stage.removedMass === undefined ? "" : ` (keeps ${percent(Math.max(0, 1 - stage.removedMass))} of the raw mass)`));
     summary.textContent = entropy + (stages.length ? `${stages.join(" · ")} · ` : "no sampler stage · ") +
       `${count(chain.kept)} of ${count(dist.logits.length)} tokens possible, ${percent(chain.keptMass)} of the raw mass` +
       (chain.source === "server" ? " · computed by the server" : "");
@@ -431,23 +548,35 @@ function renderBars() {
 
   const shown = Math.min(BARS, dist.logits.length);
   const ids = Array.from(dist.order.slice(0, shown));
+  // A stage that reorders (a grammar, a penalty) may keep tokens far down the model's ranking: the most
+  // likely of them follow, in the model's order, so what a step draws from is on screen.
+  const kept = known && chain.after ? chain.after.filter((c) => dist.position[c.id] >= shown).slice(0, KEPT_BARS) : [];
+  const pieces = new Map([...dist.pieces, ...kept.map((c) => [c.id, c.piece])]);
+  kept.sort((a, b) => dist.position[a.id] - dist.position[b.id]);
+  ids.push(...kept.map((c) => c.id));
   const post = (id) => (known ? chain.prob(id) : null);
   const largest = Math.max(...ids.map((id) => Math.max(dist.raw.prob(id), post(id) || 0)));
   ids.forEach((id, j) => {
+    if (j === shown && kept.length) {
+      list.append(element("li", "bars-gap", "⋯ kept by the chain, further down the model's ranking"));
+    }
     const raw = dist.raw.prob(id);
     const after = post(id);
-    const removed = after === 0;
+    const forbidden = known && Boolean(chain.forbidden) && chain.forbidden(id);
+    const removed = after === 0 || forbidden;
     const item = document.createElement("li");
-    const row = element("button", `bar-row${removed ? " removed" : ""}${known ? "" : " pending"}`);
+    const row = element("button", `bar-row${removed ? " removed" : ""}${forbidden ? " forbidden" : ""}` +
+      (known ? "" : " pending"));
     row.type = "button";
     row.dataset.id = id;
-    row.dataset.rank = j + 1;
+    row.dataset.rank = dist.position[id] + 1;
     row.dataset.raw = raw;
     if (known) row.dataset.post = after;
-    row.title = `append token ${id}`;
+    row.title = `append token ${id}` +
+      (forbidden ? ` (the ${stageName(page.constraint.kind)} constraint forbids it here)` : "");
     const label = element("span", "label");
-    const piece = dist.pieces.has(id) ? dist.pieces.get(id) : `#${id}`;
-    label.append(element("span", "rank", String(j + 1)), chip(piece, id));
+    const piece = pieces.has(id) ? pieces.get(id) : `#${id}`;
+    label.append(element("span", "rank", String(dist.position[id] + 1)), chip(piece, id));
     const bars = element("span", "bars-cell");
     const rawBar = element("span", "bar raw");
     rawBar.style.width = `${(100 * raw) / largest}%`;
@@ -455,7 +584,7 @@ function renderBars() {
     postBar.style.width = `${(100 * (after || 0)) / largest}%`;
     bars.append(rawBar, postBar);
     const numbers = element("span", "numbers");
-    const postText = !known ? "…" : removed ? (chain.greedy ? "—" : "removed") : percent(after);
+    const postText = !known ? "…" : forbidden ? "forbidden" : removed ? (chain.greedy ? "—" : "removed") : percent(after);
     numbers.append(element("span", "raw-value", percent(raw)), element("span", "post-value", postText));
     row.append(label, bars, numbers);
     row.addEventListener("click", () => action(() => appendToken(id)));
@@ -483,7 +612,9 @@ function updateButtons() {
 
 async function start() {
   const prompt = $("prompt").value;
-  const body = { prompt, chat: $("chat").checked, config: samplerConfig() };
+  page.constraint = boxConstraint(); // Start takes the box as it is
+  showConstraintBox();
+  const body = { prompt, chat: $("chat").checked, config: pageConfig() };
   if (body.chat && $("system").value.trim()) body.system = $("system").value;
   const old = page.state ? { id: page.state.id, secret: page.secret } : null;
   let state;
@@ -505,7 +636,7 @@ async function start() {
 }
 
 function stepBody(greedy) {
-  return { greedy: greedy || isGreedy(settings()), config: samplerConfig() };
+  return { greedy: greedy || isGreedy(settings()), config: pageConfig() };
 }
 
 async function step(greedy) {
@@ -524,7 +655,9 @@ async function generate() {
 }
 
 async function appendToken(id) {
-  const { state } = await api(`/api/sessions/${page.state.id}/append`, { token_id: id });
+  // under the page's settings, as a step: the record's chain probability is the bar's, and a token the
+  // applied constraint forbids is refused
+  const { state } = await api(`/api/sessions/${page.state.id}/append`, { token_id: id, ...stepBody(false) });
   page.state = state;
   page.lastGenerate = null;
   renderState();
@@ -546,7 +679,10 @@ async function connect() {
     throw error;
   }
   $("key-box").hidden = true;
-  if (!page.controls.length) buildControls(info); // before the model line, which tests wait for
+  if (!page.controls.length) {
+    buildControls(info); // before the model line, which tests wait for
+    buildConstraintBox(info);
+  }
   renderBars();
   $("model-info").textContent = `${info.model} · context ${info.context_length.toLocaleString("en")} tokens · ` +
     `vocabulary ${info.vocab_size.toLocaleString("en")}` + (info.chat_template ? " · chat template" : "") +
@@ -556,6 +692,18 @@ async function connect() {
 
 function setUp() {
   $("greedy").addEventListener("input", slidersMoved);
+  $("constraint-kind").addEventListener("change", showConstraintBox);
+  $("constraint-source").addEventListener("input", showConstraintBox);
+  $("constraint-box").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyConstraint();
+  });
+  $("constraint-source").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      applyConstraint();
+    }
+  });
   $("chat").addEventListener("change", () => {
     $("system").hidden = !$("chat").checked;
   });
@@ -585,6 +733,6 @@ function setUp() {
 }
 
 // For tests and the curious: the chain as the page runs it.
-window.decodelab = { runChain, chainPlan, runsLocally, settings, samplerConfig, page };
+window.decodelab = { runChain, chainPlan, runsLocally, settings, samplerConfig, pageConfig, page };
 
 setUp();
