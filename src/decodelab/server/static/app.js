@@ -509,6 +509,11 @@ function serverChain({ reply, ids }, plan) {
   };
 }
 
+// A share of the mass a stage removed: a grammar often removes nearly all of it, which "100.0%" would hide.
+function removedShare(p) {
+  return p > 0.999 ? `all but ${percent(Math.max(0, 1 - p))}` : percent(p);
+}
+
 function stageName(name) {
   return name.replaceAll("_", "-");
 }
@@ -539,8 +544,7 @@ function renderBars() {
     const stages = chain.stages.map((stage) => stage.kept === undefined
       ? stageName(stage.name)
       : `${stageName(stage.name)}${stage.kind ? ` (${stageName(stage.kind)})` : ""} → ${count(stage.kept)}` +
-        // what the stage left of the raw mass (its report says what it removed: near 100% reads as "100.0%")
-        (stage.removedMass === undefined ? "" : ` (keeps ${percent(Math.max(0, 1 - stage.removedMass))} of the raw mass)`));
+        (stage.removedMass === undefined ? "" : ` (removes ${removedShare(stage.removedMass)} of the raw mass)`));
     summary.textContent = entropy + (stages.length ? `${stages.join(" · ")} · ` : "no sampler stage · ") +
       `${count(chain.kept)} of ${count(dist.logits.length)} tokens possible, ${percent(chain.keptMass)} of the raw mass` +
       (chain.source === "server" ? " · computed by the server" : "");
