@@ -23,6 +23,19 @@ One simplification: transformers starts from num_beams copies of the prompt and 
 -1e9 so that step 0 expands one; here step 0 simply has one live beam, the prompt, prefilled once by a
 `DecodeState` (as every decode starts). Its cache row is duplicated into num_beams rows when the first beams
 are chosen (the same `DecodeState.reorder` call as later).
+
+Under a constraint (`constraint=`, or `json_schema=`, `regex=`, `choice=`, ... as for `generate`), the
+constraint is the first processor, built with the decoder (its tokenizer and stop ids make the mask):
+
+- A forbidden expansion scores -inf and is never ranked, so a step may rank fewer than K candidates, and a
+  beam never holds a forbidden token. Allowed tokens keep the model's own log-probability (the mask removes,
+  it does not renormalise), so a hypothesis' sum_logprob is log P(output | prompt) under the model.
+- A candidate after which the grammar allows nothing but the end finishes a hypothesis as a stop token does
+  (when it ranks in the top num_beams), with the stop reason `constraint_complete` and no stop token after it:
+  as `generate` stops, so the same output has the same sum_logprob as a generation's `Result.logprob`.
+- Each `BeamStep` keeps, per live beam, what each processor did (`StageReport`: tokens kept, probability
+  removed, whether it removed the model's top choice) and the model's own top choice (`model_top`), so the
+  tree says where the grammar overruled the model.
 """
 
 from __future__ import annotations
@@ -36,12 +49,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from decodelab import views
+from decodelab.constraints import Constraint, constraint_from_keywords
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
-from decodelab.decoding import DecodeState
+from decodelab.decoding import DecodeState, top_alternatives
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.records import StopReason
-from decodelab.samplers import STAGES, SamplerChain
+from decodelab.records import Alternative, StopReason
+from decodelab.samplers import STAGES, SamplerChain, StageReport
 from decodelab.tokens import token_piece, visible
 
 if TYPE_CHECKING:
@@ -62,6 +76,9 @@ class BeamConfig:
     # logit_bias, ...): applied to the log-probabilities, in the default order, as transformers' beam search does
     penalties: dict[str, Any] = field(default_factory=dict)
     stop_token_ids: tuple[int, ...] | None = None  # None = the model's stop ids, Decoder.stop_ids()
+    # a grammar every hypothesis must match (decodelab.constraints), the first processor: forbidden expansions are
+    # never ranked, and one that completes the output finishes with "constraint_complete" (module docstring)
+    constraint: Constraint | None = None
 
     def __post_init__(self):
         _check_int("num_beams", self.num_beams, 2, " (1 beam is greedy decoding: use generate(greedy=True))")
@@ -89,21 +106,42 @@ class BeamConfig:
                 f"beam search takes the settings of stages greedy decoding keeps ({', '.join(PENALTIES)}), "
                 f"not {wrong}: it scores every continuation, so there is no draw to reshape"
             )
-        self.processors()  # validates the penalties, with the same message as everywhere
+        self.generation_config()  # validates the penalties and the constraint, with the same messages as everywhere
 
-    def processors(self) -> SamplerChain:
-        """The stages beam search applies to log-probabilities: those greedy decoding keeps, in default order."""
-        return GenerationConfig(greedy=True, **self.penalties).chain()
+    def generation_config(self) -> GenerationConfig:
+        """The greedy config whose chain is beam search's processors (its stop ids make a constraint's mask)."""
+        return GenerationConfig(
+            greedy=True, stop_token_ids=self.stop_token_ids, constraint=self.constraint, **self.penalties
+        )
+
+    def processors(self, decoder: Decoder | None = None) -> SamplerChain:
+        """The stages beam search applies to log-probabilities: the constraint first (it needs the `decoder`),
+        then those greedy decoding keeps, in default order."""
+        return self.generation_config().chain(decoder)
 
     def to_dict(self) -> dict:
         values = asdict(self)
         values["stop_token_ids"] = None if self.stop_token_ids is None else list(self.stop_token_ids)
+        values["constraint"] = None if self.constraint is None else self.constraint.to_dict()
         return values
 
 
 def _check_int(name: str, value: object, minimum: int, hint: str = "") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise BadInput(f"{name} must be a whole number >= {minimum}{hint}, got {value!r}")
+
+
+def overruled_note(stage: str, wanted: str) -> str:
+    """ "model wanted '␣Yes'; the constraint forbade it": a stage removed the model's own top choice `wanted`."""
+    removed = "the constraint forbade it" if stage == "constraint" else f"the {stage} stage removed it"
+    return f"model wanted {visible(wanted)!r}; {removed}"
+
+
+def _overruled_label(overruled: dict[int, tuple[str, Alternative]], node_id: int) -> str:
+    if node_id not in overruled:
+        return ""
+    stage, wanted = overruled[node_id]
+    return f"  [{overruled_note(stage, wanted.piece)}]"
 
 
 @dataclass
@@ -134,7 +172,8 @@ class BeamHypothesis:
     text: str  # decoded generated text, without the stop token
     score: float  # sum_logprob / len(token_ids) ** length_penalty: transformers' sequences_scores
     sum_logprob: float  # log P(token_ids | prompt) under the processed distributions
-    finished_by: StopReason  # "stop_token" (with its id) | "max_new_tokens" | "context_full"
+    # "stop_token" (with its id) | "constraint_complete" (no stop token after it) | "max_new_tokens" | "context_full"
+    finished_by: StopReason
     node_id: int  # its last node in the tree; the path to the root spells `token_ids`
 
     def to_dict(self) -> dict:
@@ -164,8 +203,16 @@ class BeamStep:
 
     index: int
     live: tuple[LiveBeam, ...]  # beams expanded at this step, best first (one, the prompt, at step 0)
-    candidates: tuple[int, ...]  # node ids of the K best expansions, best first
+    candidates: tuple[int, ...]  # node ids of the K best allowed expansions, best first (fewer when fewer allowed)
     finished: tuple[BeamHypothesis, ...]  # hypotheses that entered the num_beams best at this step
+    # per live beam: one report per processor (tokens it kept, probability it removed, whether it removed the
+    # model's top choice); empty tuples when there are no processors
+    stages: tuple[tuple[StageReport, ...], ...] = ()
+    model_top: tuple[Alternative, ...] = ()  # per live beam: the model's own most likely next token (before them)
+
+    def overruled(self, beam: int) -> str | None:
+        """The processor that removed live beam `beam`'s own top choice at this step (e.g. "constraint"), or None."""
+        return next((report.name for report in self.stages[beam] if report.removed_top), None)
 
     def to_dict(self) -> dict:
         return {
@@ -173,6 +220,8 @@ class BeamStep:
             "live": [beam.to_dict() for beam in self.live],
             "candidates": list(self.candidates),
             "finished": [h.to_dict() for h in self.finished],
+            "stages": [[report.to_dict() for report in reports] for reports in self.stages],
+            "model_top": [alternative.to_dict() for alternative in self.model_top],
         }
 
 
@@ -182,7 +231,9 @@ class BeamTree:
 
     nodes: list[BeamNode] = field(default_factory=list)  # nodes[i].id == i; nodes[0] is the root
     steps: list[BeamStep] = field(default_factory=list)
-    stop_reason: str = "max_new_tokens"  # | "early_stopping" (True) | "no_better_possible" | "context_full"
+    # | "early_stopping" (True) | "no_better_possible" | "context_full" | "no_live_beams" (every candidate ended
+    # before the last step, or none was allowed: under a constraint)
+    stop_reason: str = "max_new_tokens"
     returned: list[int] = field(default_factory=list)  # node ids of the returned sequences, best first
 
     def add(self, **values) -> BeamNode:
@@ -207,16 +258,29 @@ class BeamTree:
                 by_parent.setdefault(node.parent_id, []).append(node)
         return by_parent
 
+    def overruled(self) -> dict[int, tuple[str, Alternative]]:
+        """Node id -> (the processor that removed the model's own top choice where the search expanded that node,
+        e.g. "constraint"; the token the model wanted), for each node where one did (the root is node 0)."""
+        found = {}
+        for step in self.steps:
+            for beam, live in enumerate(step.live):
+                if (stage := step.overruled(beam)) is not None:
+                    found[live.node_id] = (stage, step.model_top[beam])
+        return found
+
     def render(self, max_children: int | None = 4) -> str:
-        """An indented text tree; ★n marks the n-th returned sequence. `max_children` children per node at most."""
-        children, lines = self.children(), [f"(prompt)  search ended: {self.stop_reason.replace('_', ' ')}"]
+        """An indented text tree; ★n marks the n-th returned sequence. `max_children` children per node at most.
+        A node whose expansion a processor overruled says what the model wanted there."""
+        children, overruled = self.children(), self.overruled()
+        lines = [f"(prompt)  search ended: {self.stop_reason.replace('_', ' ')}{_overruled_label(overruled, 0)}"]
 
         def walk(node_id: int, indent: str) -> None:
             kids = children.get(node_id, [])
             shown = kids if max_children is None else kids[:max_children]
             for i, node in enumerate(shown):
                 last = i == len(shown) - 1 and len(shown) == len(kids)
-                lines.append(f"{indent}{'└─' if last else '├─'} {self._label(node)}")
+                label = self._label(node) + _overruled_label(overruled, node.id)
+                lines.append(f"{indent}{'└─' if last else '├─'} {label}")
                 walk(node.id, indent + ("   " if last else "│  "))
             if len(shown) < len(kids):
                 lines.append(f"{indent}└─ … {len(kids) - len(shown)} more")
@@ -280,11 +344,17 @@ def beam_search(
     early_stopping: bool | str = False,
     num_return_sequences: int = 1,
     stop_token_ids: Iterable[int] | None = None,
+    constraint: Constraint | None = None,
     **penalties: Any,
 ) -> BeamResult:
     """Beam search from `prompt_ids` with an `LM` or its `Decoder`; equal to transformers'
     `generate(num_beams=..., do_sample=False)`. `penalties` are settings of the stages greedy decoding keeps
-    (`repetition_penalty=1.2`, `no_repeat_ngram_size=3`, `dry_multiplier=0.8`, `ban=(13,)`, ...)."""
+    (`repetition_penalty=1.2`, `no_repeat_ngram_size=3`, `dry_multiplier=0.8`, `ban=(13,)`, ...). A constraint is
+    a `Constraint` or named by its kind, as for `generate` (`json_schema=...`, `regex=...`, `choice=[...]`)."""
+    penalties = dict(penalties)
+    named = constraint_from_keywords(penalties)  # removes json_schema=, regex=, choice=, ... from penalties
+    if named is not None and constraint is not None:
+        raise BadInput(f"give one constraint at a time, got constraint= and {named.kind}=")
     stops = None if stop_token_ids is None else tuple(stop_token_ids)
     config = BeamConfig(
         num_beams,
@@ -292,10 +362,19 @@ def beam_search(
         length_penalty,
         early_stopping,
         num_return_sequences,
-        dict(penalties),
+        penalties,
         stops,
+        constraint or named,
     )
     return run_beam_search(as_decoder(model), prompt_ids, config)
+
+
+ENDING_NOTES = {  # a candidate that would end a hypothesis but ranks below num_beams: why it was pruned
+    "stop_token": "stop token",
+    "constraint_complete": "completes the constraint",
+    "max_new_tokens": "last step",
+    "context_full": "last step",
+}
 
 
 def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig) -> BeamResult:
@@ -311,7 +390,7 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
     ranked = max(2, 1 + len(stop_ids)) * width  # K candidates ranked per step
     steps = min(config.max_new_tokens, state.room)
     limit = StopReason("max_new_tokens" if steps == config.max_new_tokens else "context_full")
-    processors = config.processors()
+    processors = config.processors(decoder)
     tree = BeamTree(stop_reason=limit.kind)
     root = tree.add(
         parent_id=None, step=-1, token_id=None, piece="", logprob=0.0, cum_logprob=0.0, rank=0, status="root"
@@ -320,15 +399,28 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
     live = [LiveBeam(root.id, (), 0.0)]
     finished: list[BeamHypothesis] = []  # the num_beams best finished hypotheses, best first
 
+    def ending(token_ids: list[int]) -> StopReason | None:
+        """Why a candidate ending in these generated ids would end its hypothesis, or None: it goes on."""
+        if token_ids[-1] in stop_ids:
+            return StopReason("stop_token", token_id=token_ids[-1])
+        if processors.ends_outputs and processors.complete(token_ids):
+            return StopReason("constraint_complete")  # the grammar allows nothing more but the end
+        return limit if len(token_ids) == steps else None
+
     for step in range(steps):
         generated = step + 1  # new tokens in a candidate of this step, its own included
-        # Score every one-token expansion of every live beam: beam score + processed log-probability.
-        logprobs = processors(state.logits.log_softmax(dim=-1), state.history)  # (B, V)
+        # Score every one-token expansion of every live beam: beam score + processed log-probability (a token
+        # the constraint forbids: -inf), with what each processor did to each beam.
+        model_logprobs = state.logits.log_softmax(dim=-1)  # (B, V)
+        logprobs, reports = processors.traced(model_logprobs, state.history)  # (B, V)
         totals = beam_scores[:, None] + logprobs  # (B, V)
-        # Rank the K best expansions over all beams; flat index -> (parent row, token).
+        # Rank the K best expansions over all beams; flat index -> (parent row, token). Forbidden expansions
+        # (-inf) are never candidates: a step with fewer allowed expansions ranks fewer.
         top_totals, flat = totals.flatten().topk(min(ranked, totals.numel()))  # (K,)
+        allowed = int(torch.isfinite(top_totals).sum())  # the -inf ones are last
+        top_totals, flat = top_totals[:allowed], flat[:allowed]  # (K',)
         parent_rows, tokens = (flat // totals.shape[1]).tolist(), (flat % totals.shape[1]).tolist()
-        scores = (top_totals / generated**penalty).tolist()  # (K,) what each would score if it ended now
+        scores = (top_totals / generated**penalty).tolist()  # (K',) what each would score if it ended now
 
         # Each candidate, best first: a live beam next step (the best num_beams that do not end), a finished
         # hypothesis (ends and ranks in the top num_beams), or pruned.
@@ -336,7 +428,8 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
         ended: list[BeamHypothesis] = []
         nodes: list[BeamNode] = []
         for rank, (row, token, total) in enumerate(zip(parent_rows, tokens, top_totals.tolist())):
-            stopped = token in stop_ids
+            token_ids = [*live[row].token_ids, token]
+            reason = ending(token_ids)
             node = tree.add(
                 parent_id=live[row].node_id,
                 step=step,
@@ -348,7 +441,7 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
                 status="pruned",
             )
             nodes.append(node)
-            if not stopped and generated < steps:
+            if reason is None:
                 if len(kept_ranks) < width:
                     node.status = "kept"
                     kept_ranks.append(rank)
@@ -356,12 +449,10 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
                     node.note = f"beyond the {width} live beams"
             elif rank < width:
                 node.score = scores[rank]
-                reason = StopReason("stop_token", token_id=token) if stopped else limit
-                token_ids = [*live[row].token_ids, token]
-                text = decoder.tokenizer.decode(token_ids[:-1] if stopped else token_ids)
+                text = decoder.tokenizer.decode(token_ids[:-1] if reason.kind == "stop_token" else token_ids)
                 ended.append(BeamHypothesis(token_ids, text, scores[rank], total, reason, node.id))
             else:
-                node.note = f"{'stop token' if stopped else 'last step'}, ranked below the top {width}"
+                node.note = f"{ENDING_NOTES[reason.kind]}, ranked below the top {width}"
 
         # Keep the num_beams best finished hypotheses (earlier ones first among equal scores).
         finished = sorted(finished + ended, key=lambda h: -h.score)[:width]
@@ -372,13 +463,26 @@ def run_beam_search(decoder: Decoder, prompt_ids: list[int], config: BeamConfig)
                 node.status, node.note = "finished", str(hypothesis.finished_by)
             else:
                 node.note = f"ended ({hypothesis.finished_by}) below the {width} best finished"
+        model_top = [top_alternatives(decoder.tokenizer, row.exp(), 1)[0] for row in model_logprobs]
         tree.steps.append(
             BeamStep(
-                step, tuple(live), tuple(n.id for n in nodes), tuple(h for h in ended if h.node_id in kept_hypotheses)
+                step,
+                tuple(live),
+                tuple(n.id for n in nodes),
+                tuple(h for h in ended if h.node_id in kept_hypotheses),
+                tuple(tuple(row) for row in reports),
+                tuple(model_top),
             )
         )
-        if not kept_ranks:
-            break  # the last step: every candidate ended
+        if not kept_ranks:  # the last step (every candidate ended), or, under a constraint, every one ended earlier
+            if not finished:
+                raise BadInput(
+                    f"beam search found no allowed continuation at step {step}: the constraint and the penalties "
+                    "together forbid every token; loosen one of them"
+                )
+            if generated < steps:
+                tree.stop_reason = "no_live_beams"
+            break
 
         # Can the live beams still beat the finished hypotheses? (transformers' stopping heuristics)
         best_live_total = top_totals[kept_ranks[0]]

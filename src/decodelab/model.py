@@ -199,8 +199,9 @@ class LM:
         """Beam search with a traced beam tree; equal to transformers' generate(num_beams=..., do_sample=False).
 
         Options: max_new_tokens, length_penalty, early_stopping (True | False | "never"), num_return_sequences,
-        stop_token_ids, and the settings of the stages greedy decoding keeps (repetition_penalty,
-        no_repeat_ngram_size, dry_multiplier, logit_bias, ...). See `decodelab.beam`.
+        stop_token_ids, the settings of the stages greedy decoding keeps (repetition_penalty,
+        no_repeat_ngram_size, dry_multiplier, logit_bias, ...), and a constraint as for `generate` (json_schema=,
+        json_object=True, regex=, choice=, grammar=, or constraint=Constraint(...)). See `decodelab.beam`.
         """
         return beam_search(self.decoder, self.prompt_ids(prompt, chat=chat, system=system), num_beams, **options)
 
