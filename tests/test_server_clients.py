@@ -179,22 +179,6 @@ def test_the_readme_lists_exactly_the_ignored_fields():
     assert re.findall(r"`(\w+)`", listing) == ignored_field_names()
 
 
-@pytest.mark.parametrize(
-    ("extra", "field"),
-    [
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"tool_choice": "required"}, "tool_choice"),
-    ],
-)
-def test_fields_that_would_change_the_output_are_refused_by_name(client, bundled, extra, field):
-    with pytest.raises(openai.BadRequestError, match=field) as refused:
-        client.chat.completions.create(
-            model=bundled.name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2, **extra
-        )
-    assert refused.value.body["param"] == field
-
-
 WEATHER_CALL = {
     "id": "call_1",
     "type": "function",

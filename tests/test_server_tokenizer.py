@@ -107,7 +107,7 @@ BAD_REQUESTS = [  # path, body, the param named, words of the message
     ("/tokenize", {"messages": CHAT, "continue_final_message": True}, "continue_final_message", "not supported"),
     ("/tokenize", {"messages": CHAT, "chat_template": "{{ messages }}"}, "chat_template", "not supported"),
     ("/tokenize", {"messages": CHAT, "chat_template_kwargs": {"x": 1}}, "chat_template_kwargs", "not supported"),
-    ("/tokenize", {"messages": CHAT, "tools": [{"type": "function"}]}, "tools", "not supported"),
+    ("/tokenize", {"messages": CHAT, "tools": [{"type": "function"}]}, "tools.0.function", "required"),
 ]
 
 

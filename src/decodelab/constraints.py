@@ -35,12 +35,25 @@ if TYPE_CHECKING:
 KINDS = ("json_schema", "json_object", "regex", "choice", "grammar")
 SPARE_MATCHERS = 8  # matchers kept beyond the rows of the last step
 JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: no whitespace for a small model to wander into
+# The grammar engine's resource limits, tighter than llguidance's defaults so that one hostile pattern
+# (`a{1000000}`) costs a server ~0.2 s of a step rather than seconds, and a matcher's lexer stays under ~40 MB:
+# past them the constraint is one clear error. ("Fuel" is llguidance's unit of lexer work, ~14-50k per ms.)
+ENGINE_LIMITS = {
+    "initial_lexer_fuel": 200_000,  # building the lexer (default 1,000,000)
+    "step_lexer_fuel": 50_000,  # one token's mask (default 200,000)
+    "max_lexer_states": 20_000,  # ~1-2 kB each (default 250,000)
+    "verbose_errors": False,  # errors name the problem, not the parser's whole state
+}
 
 
 def _llguidance():
     import llguidance
 
     return llguidance
+
+
+def engine_limits():
+    return _llguidance().LLParserLimits(**ENGINE_LIMITS)
 
 
 @dataclass(frozen=True)
@@ -56,9 +69,15 @@ class Constraint:
             raise BadInput(f"constraint kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not isinstance(self.source, str) or not self.source:
             raise BadInput(f"a {self.kind} constraint needs its source as text, got {str(self.source)[:60]!r}")
-        error = _llguidance().LLMatcher.validate_grammar(self.grammar_text())
+        try:
+            grammar = self.grammar_text()
+        except ValueError as error:  # a source that is not what its kind reads (`Constraint("choice", "yes")`)
+            raise BadInput(
+                f"the {self.kind.replace('_', ' ')} constraint's source does not read: {one_line(str(error))}"
+            ) from None
+        error = _llguidance().LLMatcher.validate_grammar(grammar, limits=engine_limits())
         if error:
-            raise BadInput(f"the {self.kind.replace('_', ' ')} constraint does not compile: {error.strip()[:300]}")
+            raise BadInput(f"the {self.kind.replace('_', ' ')} constraint does not compile: {one_line(error)}")
 
     @classmethod
     def json_schema(cls, schema: dict | str) -> Constraint:
@@ -115,6 +134,8 @@ class Constraint:
             return matcher.grammar_from_regex(self.source)
         if self.kind == "choice":
             options = json.loads(self.source)
+            if not isinstance(options, list) or not options or not all(isinstance(o, str) and o for o in options):
+                raise ValueError(f"choices are a JSON list of non-empty strings, got {self.source[:60]}")
             return matcher.grammar_from_lark("start: " + " | ".join(json.dumps(o, ensure_ascii=False) for o in options))
         return matcher.grammar_from_lark(self.source)
 
@@ -125,6 +146,16 @@ class Constraint:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "source": self.source}
+
+
+def one_line(error: str, limit: int = 300) -> str:
+    """llguidance's error text (several lines, sometimes its whole parser state) as one short line."""
+    lines = [" ".join(line.split()) for line in error.strip().splitlines()]
+    first = lines[0] if lines else ""
+    cause = next((line for line in lines[1:] if line.startswith("error:")), None)  # a regex's: "error: unclosed group"
+    if cause:
+        first = f"{first.rstrip(':')}: {cause.removeprefix('error:').strip()}"
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 KEYWORDS = ("json_schema", "json_object", "regex", "choice", "grammar")  # lm.generate(..., regex=r"\d+")
@@ -198,7 +229,7 @@ class MatcherPool:
         return self._tokenizer.vocab_size
 
     def _fresh(self) -> tuple[tuple[int, ...], Any]:
-        return (), self._llguidance.LLMatcher(self._tokenizer, self._grammar, log_level=0)
+        return (), self._llguidance.LLMatcher(self._tokenizer, self._grammar, log_level=0, limits=engine_limits())
 
     def align(self, rows: list[list[int]], all_rows: bool = True) -> list[Any]:
         """One matcher per row, each having consumed exactly that row's ids (a forbidden id: BadInput).
@@ -217,9 +248,12 @@ class MatcherPool:
                 matcher.rollback(len(consumed) - common)
             rest = list(ids[common:])
             if rest and matcher.try_consume_tokens(rest) != len(rest):
+                if matcher.is_error():
+                    raise _cannot_go_on(self.constraint, len(ids), matcher)
                 raise BadInput(
                     f"token {rest[0] if len(rest) == 1 else rest} breaks the {self.constraint.kind.replace('_', ' ')} "
-                    f"constraint ({matcher.get_error() or 'not allowed here'}): choose a token the constraint allows"
+                    f"constraint ({one_line(matcher.get_error()) or 'not allowed here'}): choose a token the "
+                    "constraint allows"
                 )
             taken.setdefault(ids, matcher)
             aligned.append((ids, matcher))
@@ -243,6 +277,13 @@ class MatcherPool:
         consumed, matcher = max(candidates, key=lambda entry: _common_prefix(entry[0], ids))
         free[consumed].remove(matcher)
         return consumed, matcher
+
+
+def _cannot_go_on(constraint: Constraint, generated: int, matcher: Any) -> BadInput:
+    return BadInput(
+        f"the {constraint.kind.replace('_', ' ')} constraint cannot go on after {generated} tokens: "
+        f"{one_line(matcher.get_error())}. Simplify it (the grammar engine's limits keep every step fast)"
+    )
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -279,6 +320,8 @@ class ConstraintStage(Stage):
         for index, matcher in enumerate(matchers):
             row = bitmask[index]
             matcher.unsafe_compute_mask_ptr(row.data_ptr(), row.numel() * row.element_size())
+            if matcher.is_error():  # the engine's own limits (a pattern too big to build), or no sentence at all
+                raise _cannot_go_on(self.constraint, len(rows[index]), matcher)
         # bit j of word w says whether token 32 * w + j is allowed (llguidance's layout, least significant first)
         bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")  # (B, 32 * words)
         return torch.from_numpy(bits[:, :vocab_size]).bool()

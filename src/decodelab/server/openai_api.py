@@ -21,17 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
+from decodelab.constraints import Constraint
 from decodelab.engine import Generation
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
 from decodelab.scoring import score_ids
 from decodelab.server.errors import ERROR_RESPONSES, APIError
-from decodelab.server.limits import kv_cost
+from decodelab.server.limits import MAX_CONSTRAINT_CHARS, kv_cost
 from decodelab.server.openai_logprobs import TokenLogprob
 from decodelab.server.openai_reply import Part, Reply
 from decodelab.server.openai_schemas import MAX_PROMPTS, ChatRequest, CompletionRequest, SamplingRequest
 from decodelab.server.runner import TaskStream, merged
 from decodelab.server.sse import STREAM_RESPONSE, EventStream, finite
+from decodelab.server.tool_calls import ToolPlan, plan_tools
 
 if TYPE_CHECKING:
     from decodelab.model import LM
@@ -106,7 +108,9 @@ def _max_tokens(lm: LM, requested: int | None, prompt_length: int, default: int)
     return requested
 
 
-def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int) -> GenerationConfig:
+def _config(
+    body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int, constraint: Constraint | None
+) -> GenerationConfig:
     return GenerationConfig.from_dict(
         {
             **body.sampler_settings(),
@@ -115,8 +119,39 @@ def _config(body: SamplingRequest, max_tokens: int, top_logprobs: int, seed: int
             "seed": seed,
             "top_n": top_logprobs,
             "trace": top_logprobs > 0,
+            "constraint": constraint,
         }
     )
+
+
+def _output_constraint(body: SamplingRequest, tools: ToolPlan | None = None) -> Constraint | None:
+    """What the output must match: `response_format`, `structured_outputs` or a forced tool call, at most one
+    (compiled here, off the event loop and the model thread: a schema's check takes milliseconds, a big one
+    longer). A bad schema or pattern is a 400 naming its field."""
+    asked: list[tuple[str, Constraint]] = []
+    for field, source in (
+        ("response_format", body.response_format),
+        ("structured_outputs", body.structured_outputs),
+        ("tools", tools if tools is not None and tools.forced else None),
+    ):
+        try:
+            constraint = source.constraint() if source is not None else None
+        except BadInput as error:
+            raise APIError(400, str(error), param=field) from None
+        if constraint is not None and len(constraint.source) > MAX_CONSTRAINT_CHARS:
+            raise APIError(
+                400,
+                f"the {field} constraint is {len(constraint.source)} characters; this server takes at most "
+                f"{MAX_CONSTRAINT_CHARS}: send a smaller schema or pattern",
+                param=field,
+            )
+        if constraint is not None:
+            asked.append((field, constraint))
+    if len(asked) > 1:
+        (first, _), (second, _) = asked[:2]
+        which = "tool_choice forcing a call" if second == "tools" else second
+        raise APIError(400, f"{first} and {which} both constrain the output: send one of them", param=first)
+    return asked[0][1] if asked else None
 
 
 # --- the two routes ---------------------------------------------------------------------------------------------
@@ -143,11 +178,13 @@ async def completions(body: CompletionRequest, request: Request):
         if prompt == "" or prompt == []:
             where = f"prompt[{index}]" if len(prompts) > 1 else "prompt"
             raise APIError(400, f"{where} is empty: give some text for the model to continue", param="prompt")
+    constraint = await asyncio.to_thread(_output_constraint, body)
     return await _run(
         request,
         app,
         body,
         prompts,
+        constraint=constraint,
         chat=False,
         requested=body.max_tokens,
         default=DEFAULT_COMPLETION_MAX_TOKENS,
@@ -163,13 +200,16 @@ async def chat_completions(body: ChatRequest, request: Request):
     check_model(app.lm, body.model)
     if body.top_logprobs and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
-    _refuse_what_needs_structured_decoding(body)
+    tools = plan_tools(body, app.lm.tokenizer)
+    constraint = await asyncio.to_thread(_output_constraint, body, tools)
     messages = [message.for_template() for message in body.messages]
     return await _run(
         request,
         app,
         body,
         [messages],
+        constraint=constraint,
+        tools=tools,
         chat=True,
         requested=body.max_completion_tokens or body.max_tokens,
         default=DEFAULT_CHAT_MAX_TOKENS,
@@ -178,37 +218,14 @@ async def chat_completions(body: ChatRequest, request: Request):
     )
 
 
-def _refuse_what_needs_structured_decoding(body: ChatRequest) -> None:
-    """Fields that would change the output and that decodelab cannot honour yet: a 400 each, never ignored."""
-    if body.response_format is not None and body.response_format.type != "text":
-        raise APIError(
-            400,
-            f"response_format {body.response_format.type!r} needs structured decoding, which this decodelab does "
-            'not have yet: leave response_format out (or send {"type": "text"}) and ask for JSON in the prompt',
-            param="response_format",
-        )
-    if body.tools:
-        raise APIError(
-            400,
-            "tools need structured decoding (calls constrained to their schema and parsed), which this decodelab "
-            "does not have yet: leave tools out, or describe the tools in a system message",
-            param="tools",
-        )
-    if body.tool_choice not in (None, "none", "auto"):
-        raise APIError(
-            400,
-            f"tool_choice {body.tool_choice!r} asks for a tool call and no tools are given: leave it out or send "
-            '"none"',
-            param="tool_choice",
-        )
-
-
 async def _run(
     request: Request,
     app: ServerState,
     body: SamplingRequest,
     prompts: list[Any],
     *,
+    constraint: Constraint | None,
+    tools: ToolPlan | None = None,
     chat: bool,
     requested: int | None,
     default: int,
@@ -224,12 +241,12 @@ async def _run(
         parts = []
         for index, prompt in enumerate(prompts):
             try:
-                ids = lm.prompt_ids(prompt, chat=chat)
+                ids = lm.prompt_ids(prompt, chat=chat, tools=list(tools.template_tools) if tools else None)
             except BadInput as error:
                 raise BadInput(f"prompt[{index}]: {error}" if len(prompts) > 1 else str(error)) from None
             max_tokens, generation = _max_tokens(lm, requested, len(ids), default), None
             if max_tokens > 0:
-                config = _config(body, max_tokens, top or 0, seed)
+                config = _config(body, max_tokens, top or 0, seed, constraint)
                 generation = Generation(lm.decoder, ids, config, n, prefill_chunk=app.limits.prefill_chunk)
             echo_text = (prompt if isinstance(prompt, str) else lm.tokenizer.decode(ids)) if echo else ""
             parts.append(Part(ids, generation, echo_text))
@@ -249,7 +266,7 @@ async def _run(
             stream.close()
         ticket.end_for(error)
         raise
-    reply = Reply(lm, parts, n, kind, top)
+    reply = Reply(lm, parts, n, kind, top, tools)
     steps = merged(streams)
     if body.stream:
         options = body.stream_options

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from decodelab.engine import Generation
     from decodelab.model import LM
     from decodelab.server.runner import Ticket
+    from decodelab.server.tool_calls import CallParser, ToolPlan
 
 
 @dataclass
@@ -34,8 +35,12 @@ class Part:
     echoed: list[TokenLogprob] | None = None  # the prompt's tokens for `logprobs`, when echoed with logprobs
 
 
-def finish_reason(reason: StopReason) -> str:
-    return "stop" if reason.kind in ("stop_token", "stop_string") else "length"
+def finish_reason(reason: StopReason, called: bool = False) -> str:
+    """OpenAI's word for why a choice ended: "stop" (a stop token or string, or a complete constrained output),
+    "tool_calls" when that output is tool calls, "length" when it was cut."""
+    if reason.kind not in ("stop_token", "stop_string", "constraint_complete"):
+        return "length"
+    return "tool_calls" if called else "stop"
 
 
 def listed(step: Step, chat: bool) -> bool:
@@ -63,9 +68,11 @@ def system_fingerprint(lm: LM) -> str:
 class Reply:
     """Turns a request's Parts into OpenAI's response objects; `top` is None when no logprobs were asked for."""
 
-    def __init__(self, lm: LM, parts: list[Part], n: int, kind: str, top: int | None):
+    def __init__(self, lm: LM, parts: list[Part], n: int, kind: str, top: int | None, tools: ToolPlan | None = None):
         self.lm, self.parts, self.n, self.kind, self.top = lm, parts, n, kind, top
         self.chat = kind == "chat.completion"
+        # with tools, each chat choice's text is read for calls (decodelab.server.tool_calls)
+        self._calls: list[CallParser] | None = [tools.parser() for _ in range(n)] if tools else None
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_urlsafe(18)
         self.created = int(time.time())
         self._offsets = [TextOffsets() for _ in range(len(parts) * n)]  # per choice, for streamed text_offset
@@ -115,6 +122,14 @@ class Reply:
                 choice: dict[str, Any] = {"index": p * self.n + row, "finish_reason": finish, "logprobs": logprobs}
                 if self.chat:
                     choice["message"] = {"role": "assistant", "content": text, "refusal": None}
+                    if self._calls is not None and part.generation is not None:
+                        calls = self._calls[row]
+                        calls.feed(text)
+                        calls.finish()
+                        choice["message"]["content"] = calls.message_content()
+                        if calls.calls:
+                            choice["message"]["tool_calls"] = calls.calls
+                        choice["finish_reason"] = finish_reason(result.stop_reason, bool(calls.calls))
                 else:
                     choice["text"] = text
                 choices.append(choice)
@@ -128,12 +143,20 @@ class Reply:
         finish: str | None = None,
         role: bool = False,
         usage: dict | None = None,
+        delta: dict | None = None,
     ) -> str:
+        """One chunk; `delta` (chat) overrides the delta `text` and `role` would make (a tool call's)."""
         logprobs = self._logprobs(entries, self._offsets[index]) if entries else None
         choice: dict = {"index": index, "logprobs": logprobs, "finish_reason": finish}
         if self.chat:
             choice["delta"] = (
-                {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+                delta
+                if delta is not None
+                else {"role": "assistant", "content": ""}
+                if role
+                else {}
+                if text is None
+                else {"content": text}
             )
         else:
             choice["text"] = text or ""
@@ -141,6 +164,20 @@ class Reply:
         if usage is not None:
             body["usage"] = usage
         return event(body)
+
+    def _call_chunks(
+        self, index: int, text: str, entries: list[TokenLogprob], usage: dict | None, last: bool = False
+    ) -> list[str]:
+        """A tool-reading choice's chunks for new text: its content and tool-call deltas (the logprobs ride on
+        the first, or on an empty delta when the text is held back); `last` flushes what was held back."""
+        calls = self._calls[index]  # type: ignore[index]  # only called with tools
+        deltas = calls.feed(text) + (calls.finish() if last else [])
+        if not deltas:
+            return [self._chunk(index, None, entries, usage=usage, delta={})] if entries else []
+        return [
+            self._chunk(index, None, entries if at == 0 else [], usage=usage, delta=delta)
+            for at, delta in enumerate(deltas)
+        ]
 
     async def stream(
         self, steps: AsyncIterator[tuple[int, Step]], ticket: Ticket, include_usage: bool, continuous_usage: bool
@@ -170,7 +207,12 @@ class Reply:
                     continue
                 safe = generation.safe_text(step.row)
                 delta, shown[index] = safe[shown[index] :], max(shown[index], len(safe))
-                if delta or self.top is not None:
+                if self._calls is not None:
+                    for chunk in self._call_chunks(
+                        index, delta, self._entries([step]) if self.top is not None else [], usage_so_far()
+                    ):
+                        yield chunk
+                elif delta or self.top is not None:
                     yield self._chunk(index, delta, self._entries([step]), usage=usage_so_far())
             ticket.end("completed")
             for p, part in enumerate(self.parts):
@@ -179,6 +221,14 @@ class Reply:
                     if part.generation is not None:
                         result = part.generation.results[row]
                         rest, finish = result.text[shown[index] :], finish_reason(result.stop_reason)
+                    if self._calls is not None:
+                        for chunk in self._call_chunks(index, rest, [], usage_so_far(), last=True):
+                            yield chunk
+                        calls = bool(self._calls[index].calls)
+                        if part.generation is not None:
+                            finish = finish_reason(part.generation.results[row].stop_reason, calls)
+                        yield self._chunk(index, None, [], finish=finish, usage=usage_so_far())
+                        continue
                     text = rest if (rest or not self.chat) else None
                     yield self._chunk(index, text, [], finish=finish, usage=usage_so_far())
             if include_usage:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from decodelab.constraints import Constraint, constraint_from_keywords
+from decodelab.errors import BadInput
 from decodelab.generation_config import from_json
 from decodelab.samplers import all_settings
 from decodelab.server.setting_fields import setting_fields_model
@@ -44,7 +46,55 @@ class IgnoredFields(BaseModel):
 
 def ignored_field_names() -> list[str]:
     """The names of every field accepted and ignored, on either route (the README lists them)."""
-    return [*IgnoredFields.model_fields, *CHAT_ONLY_IGNORED]
+    return list(IgnoredFields.model_fields)
+
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for a schema's or a function's name
+
+
+class JSONSchemaFormat(BaseModel):
+    """`response_format.json_schema`: OpenAI's named schema. `strict` is always honoured: the output is
+    constrained to the schema whatever it says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")  # {} allows any JSON value
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    def constraint(self) -> Constraint | None:
+        if self.type == "json_object":
+            return Constraint.json_object()
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise BadInput('a json_schema response_format needs "json_schema": {"name": ..., "schema": {...}}')
+            return Constraint.json_schema(self.json_schema.schema_)
+        return None
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs` (sent with `extra_body`): one of a JSON schema, any JSON object, a regex, a
+    choice among strings, or a grammar (Lark or GBNF)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    json_object: bool | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+
+    def constraint(self) -> Constraint | None:
+        keywords = {"json_schema": self.json_, "json_object": self.json_object, "regex": self.regex}
+        return constraint_from_keywords({**keywords, "choice": self.choice, "grammar": self.grammar})
 
 
 class SamplingFields(IgnoredFields):
@@ -59,6 +109,8 @@ class SamplingFields(IgnoredFields):
     stream_options: StreamOptions | None = None  # taken with stream=false too, where it changes nothing
     stop: str | list[str] | None = None
     seed: int | None = None
+    response_format: ResponseFormat | None = None  # JSON (any, or under a schema) constrains the output
+    structured_outputs: StructuredOutputs | None = None  # vLLM's: also a regex, a choice or a grammar
 
     @field_validator("stop")
     @classmethod
@@ -178,14 +230,42 @@ def messages_not_empty(value: Any) -> Any:
     return value
 
 
-class ResponseFormat(BaseModel):
+class FunctionDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of the arguments object; None: no arguments
+    strict: bool | None = None  # always honoured: the arguments are constrained to `parameters`
 
 
-CHAT_ONLY_IGNORED = ("parallel_tool_calls",)
+class FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def for_template(self) -> dict:
+        """As chat templates (and transformers' `apply_chat_template`) take a tool."""
+        return {"type": "function", "function": self.function.model_dump(exclude_none=True)}
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name": "get_weather"}}`: call exactly this function."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+MAX_TOOLS = 128  # OpenAI's limit on `tools`
 
 
 class ChatRequest(SamplingRequest):
@@ -194,10 +274,9 @@ class ChatRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: ResponseFormat | None = None  # "text" only, until structured decoding
-    tools: list[dict[str, Any]] | None = None  # refused when not empty, until structured decoding
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None  # "none" (or "auto": no tools)
-    parallel_tool_calls: bool | None = None  # ignored: there are no tools to call
+    tools: list[FunctionTool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None  # None: "auto" with tools
+    parallel_tool_calls: bool | None = None  # False: at most one call per reply (None, True: several may come)
 
     @field_validator("messages")
     @classmethod

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from decodelab.chat import build_messages, render_chat
 from decodelab.server.errors import ERROR_RESPONSES, APIError
 from decodelab.server.openai_api import check_model
-from decodelab.server.openai_schemas import ChatMessage, messages_not_empty
+from decodelab.server.openai_schemas import MAX_TOOLS, ChatMessage, FunctionTool, messages_not_empty
 
 if TYPE_CHECKING:
     from decodelab.model import LM
@@ -38,7 +38,6 @@ REFUSED_CHAT_FIELDS = {
     "chat_template_kwargs": "the model's template is rendered with its special tokens only: leave it out",
     "media_io_kwargs": "decodelab's models read text only: leave it out",
     "mm_processor_kwargs": "decodelab's models read text only: leave it out",
-    "tools": "put the tools' description into a system message instead",
 }
 
 
@@ -67,7 +66,7 @@ class ChatForm(Strict):
     chat_template_kwargs: dict[str, Any] | None = None
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[FunctionTool] | None = Field(None, max_length=MAX_TOOLS)  # shown by the template, as chat shows them
 
     _not_empty = field_validator("messages", mode="before")(messages_not_empty)
 
@@ -141,7 +140,8 @@ def _tokenize(lm: LM, body: TokenizeRequest) -> TokenizeResponse:
     text = body.prompt
     if body.messages is not None:
         messages = build_messages([message.for_template() for message in body.messages])
-        text = render_chat(lm.tokenizer, messages, add_generation_prompt=body.add_generation_prompt)
+        tools = [tool.for_template() for tool in body.tools] if body.tools else None
+        text = render_chat(lm.tokenizer, messages, add_generation_prompt=body.add_generation_prompt, tools=tools)
     ids = lm.tokenizer.encode(text or "", add_special_tokens=body.special_tokens())
     strs = [lm.tokenizer.id_to_token(token) or "" for token in ids] if body.return_token_strs else None
     return TokenizeResponse(count=len(ids), max_model_len=lm.context_length, tokens=ids, token_strs=strs)
