@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from decodelab import views
-from decodelab.constraints import Constraint, constraint_from_keywords
+from decodelab.constraints import Constraint, ConstraintStage, constraint_from_keywords
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, top_alternatives
 from decodelab.errors import BadInput
@@ -133,7 +133,7 @@ def _check_int(name: str, value: object, minimum: int, hint: str = "") -> None:
 
 def overruled_note(stage: str, wanted: str) -> str:
     """ "model wanted '␣Yes'; the constraint forbade it": a stage removed the model's own top choice `wanted`."""
-    removed = "the constraint forbade it" if stage == "constraint" else f"the {stage} stage removed it"
+    removed = "the constraint forbade it" if stage == ConstraintStage.name else f"the {stage} stage removed it"
     return f"model wanted {visible(wanted)!r}; {removed}"
 
 

@@ -7,6 +7,7 @@ import argparse
 from decodelab.beam import PENALTIES
 from decodelab.cli.options import (
     add_chat_options,
+    add_constraint_options,
     add_json_option,
     add_model_option,
     load_model,
@@ -52,6 +53,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="best sequences to print, <= --beams (1)",
     )
     add_sampler_flags(group, [settings_by_name()[name] for name in PENALTIES])
+    add_constraint_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--tree", action="store_true", help="print the search tree after the sequences")
     add_json_option(output)
@@ -75,12 +77,15 @@ def run(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty,
         early_stopping=EARLY_STOPPING[args.early_stopping],
         num_return_sequences=args.num_return_sequences,
+        constraint=args.constraint,
         **sampler_options(args, lm.tokenizer),
     )
     if args.json:
         print_json({**model_fields(lm), **result.to_dict()})
         return 0
     print_fast_mode_note(lm)
+    if args.constraint is not None:
+        print(f"constraint: {args.constraint.describe()}")
     for rank, hypothesis in enumerate(result.sequences, start=1):
         print(
             f"--- #{rank}  score {hypothesis.score:.4f}  (sum logprob {hypothesis.sum_logprob:.3f}, "

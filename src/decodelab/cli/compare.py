@@ -6,6 +6,7 @@ import argparse
 
 from decodelab.cli.options import (
     add_chat_options,
+    add_constraint_options,
     add_json_option,
     add_model_option,
     load_model,
@@ -15,7 +16,7 @@ from decodelab.cli.options import (
     print_json,
     read_text,
 )
-from decodelab.compare import DEFAULT_STRATEGIES, compare, comparison_table, parse_strategies
+from decodelab.compare import DEFAULT_STRATEGIES, compare, parse_strategies
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -31,6 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N")
     add_model_option(parser)
     add_chat_options(parser)
+    add_constraint_options(parser)
     add_json_option(parser)
     parser.set_defaults(run=run)
 
@@ -39,17 +41,20 @@ def run(args: argparse.Namespace) -> int:
     strategies = parse_strategies(args.strategies)  # before loading: a typo fails in an instant
     lm = load_model(args)
     ids = lm.prompt_ids(read_text(args.prompt), chat=args.chat or args.system is not None, system=args.system)
-    outcomes = compare(lm, ids, strategies, seed=args.seed, max_new_tokens=args.max_new_tokens)
+    outcomes = compare(
+        lm, ids, strategies, seed=args.seed, max_new_tokens=args.max_new_tokens, constraint=args.constraint
+    )
     if args.json:
         print_json(
             {
                 **model_fields(lm),
                 "prompt_tokens": len(ids),
                 "seed": args.seed,
+                "constraint": None if args.constraint is None else args.constraint.to_dict(),
                 "outcomes": [outcome.to_dict() for outcome in outcomes],
             }
         )
     else:
         print_fast_mode_note(lm)
-        print(comparison_table(outcomes))
+        print(outcomes.table())
     return 0

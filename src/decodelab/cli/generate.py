@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from decodelab.beam import overruled_note
 from decodelab.cli.options import (
     add_chat_options,
+    add_constraint_options,
     add_json_option,
     add_model_option,
     load_model,
@@ -18,11 +20,13 @@ from decodelab.cli.options import (
     read_text,
 )
 from decodelab.cli.sampler_options import add_sampler_flags, sampler_options
+from decodelab.constraints import ConstraintStage
 from decodelab.tokens import visible
 
 if TYPE_CHECKING:
     from decodelab.engine import Generation
     from decodelab.model import LM
+    from decodelab.records import Step
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -50,6 +54,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
         "--samplers", default=None, metavar="ORDER", help="comma-separated stage order, e.g. top_k,temperature,top_p"
     )
     group.add_argument("--top-n", type=int, default=5, metavar="N", help="alternatives recorded per step (5)")
+    add_constraint_options(parser)
 
 
 def generation_options(args: argparse.Namespace, lm: LM) -> dict[str, Any]:
@@ -61,6 +66,7 @@ def generation_options(args: argparse.Namespace, lm: LM) -> dict[str, Any]:
         seed=args.seed,
         top_n=args.top_n,
         samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()) if args.samplers else None,
+        constraint=args.constraint,
         **sampler_options(args, lm.tokenizer),
     )
 
@@ -73,8 +79,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         for step in generation:
             print_json(step.to_dict())
+        constraint = generation.config.constraint
         for row, result in enumerate(generation.results):
-            print_json({"row": row, **model_fields(lm), **result.to_dict()})
+            print_json(
+                {
+                    "row": row,
+                    **model_fields(lm),
+                    "constraint": None if constraint is None else constraint.to_dict(),
+                    **result.to_dict(),
+                }
+            )
     elif args.trace:
         print_trace(lm, generation, prompt if not chat else lm.chat_prompt(prompt, args.system))
     else:
@@ -99,20 +113,40 @@ def print_stream(generation) -> None:
 
 
 def print_trace(lm: LM, generation: Generation, prompt_text: str) -> None:
-    """The tutorial's table: the input so far, then the five most likely choices with their %. A fast mode
-    heads it (its probabilities are not the exact path's)."""
+    """The tutorial's table: the input so far, then the five most likely choices with their %, and the token
+    taken when it is not the model's top choice. Under a constraint, a line under each step says how many tokens
+    it allowed and how much of the model's probability it removed, and whether it forbade the model's top choice.
+    A fast mode heads the table (its probabilities are not the exact path's)."""
     print_fast_mode_note(lm)
+    if generation.config.constraint is not None:
+        print(f"constraint: {generation.config.constraint.describe()}")
     text = prompt_text
     for step in generation:
-        if generation.n > 1:
-            print(f"[row {step.row}] ", end="")
+        row = f"[row {step.row}] " if generation.n > 1 else ""
         chosen = (
-            ""
-            if generation.config.is_greedy
-            else (f"  ⇒ {visible(step.piece)} (rank {step.rank}, {step.prob:.2%} after samplers)")
+            f"  ⇒ {visible(step.piece)} (rank {step.rank}, {step.prob:.2%} after samplers)"
+            if not generation.config.is_greedy or step.rank != 1
+            else ""
         )
-        print(f"{step.index:>3}  {visible(text[-60:])} → {step.choices()}{chosen}")
+        print(f"{row}{step.index:>3}  {visible(text[-60:])} → {step.choices()}{chosen}")
+        if notes := step_notes(step):
+            print(f"{row}     {notes}")
         if step.row == 0:
             text += step.piece
-    for row, result in enumerate(generation.results):
-        print(f"row {row}: {result.stop_reason}; text: {result.text!r}")
+    for row_index, result in enumerate(generation.results):
+        print(f"row {row_index}: {result.stop_reason}; text: {result.text!r}")
+
+
+def step_notes(step: Step) -> str:
+    """What the constraint did at this step and whether a stage overruled the model's top choice ('' if neither):
+    "constraint: 6 tokens allowed, 97.91% of the model's probability removed; model wanted '↵'; the constraint
+    forbade it"."""
+    notes = [
+        f"constraint: {report.kept} token{'s' if report.kept != 1 else ''} allowed, "
+        f"{report.removed_mass:.2%} of the model's probability removed"
+        for report in step.stages
+        if report.name == ConstraintStage.name
+    ]
+    if step.overruled_by is not None and step.raw_top:
+        notes.append(overruled_note(step.overruled_by, step.raw_top[0].piece))
+    return "; ".join(notes)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from decodelab.constraints import Constraint
+from decodelab.errors import BadInput
 
 if TYPE_CHECKING:
     from decodelab.model import LM
@@ -116,3 +121,116 @@ def print_fast_mode_note(lm: LM, file: IO[str] | None = None) -> None:
 
 def print_json(value: dict) -> None:
     print(json.dumps(value, ensure_ascii=False))
+
+
+# --- constraints: --json-schema, --json-object, --regex, --choice, --grammar (one at a time) ----------------------
+
+
+def _file_text(path: str, what: str, hint: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"no such {what} file: {path!r}; {hint}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{what} file {path!r} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as error:  # a directory, no permission, a name too long
+        raise BadInput(f"cannot read {what} file {path!r}: {error.strerror or error}") from None
+
+
+def _from_file(path: str, what: str, build: Callable[[str], Constraint], hint: str | None = None) -> Constraint:
+    """The constraint `build` makes of file `path`'s text; its errors name the file."""
+    text = _file_text(path, what, hint or "give the path of an existing file")
+    try:
+        return build(text)
+    except BadInput as error:
+        raise BadInput(f"{path}: {error}") from None
+
+
+def json_schema_constraint(text: str) -> Constraint:
+    """--json-schema: the schema itself as JSON text when it starts with '{', else the path of a .json file."""
+    if text.lstrip().startswith("{"):
+        return Constraint.json_schema(text)
+    hint = """give a .json file's path, or the schema itself: '{"type": "object"}'"""
+    return _from_file(text, "JSON schema", Constraint.json_schema, hint)
+
+
+def choice_constraint(text: str) -> Constraint:
+    """--choice: options split at each comma, spaces kept (' yes, no' is ' yes' and ' no'); or a JSON list of
+    strings, for options that hold a comma ('[" yes, please", " no"]')."""
+    if text.lstrip().startswith("["):
+        try:
+            options = json.loads(text)
+        except ValueError as error:
+            raise BadInput(
+                f'{text!r} starts like a JSON list but is not JSON ({error}): write e.g. \'[" yes", " no"]\''
+            ) from None
+    else:
+        options = text.split(",")
+        if not all(options):
+            raise BadInput(f"{text!r} has an empty option: separate non-empty options with single commas")
+    return Constraint.choice(options)
+
+
+def grammar_constraint(path: str) -> Constraint:
+    """--grammar: a Lark (llguidance's: 'start: ...') or GBNF (llama.cpp's: 'root ::= ...') grammar file."""
+    return _from_file(path, "grammar", Constraint.grammar)
+
+
+# flag -> (metavar, how its value becomes a Constraint, help); each sets `args.constraint`; no metavar: no value
+CONSTRAINT_FLAGS: dict[str, tuple[str | None, Callable[[str], Constraint], str]] = {
+    "--json-schema": (
+        "FILE|JSON",
+        json_schema_constraint,
+        "output is JSON valid under this schema: a .json file, or the schema as JSON text",
+    ),
+    "--json-object": (None, lambda _: Constraint.json_object(), "output is any JSON object"),
+    "--regex": ("PATTERN", Constraint.regex, "output matches this regular expression whole (Rust regex syntax)"),
+    "--choice": (
+        "A,B,...",
+        choice_constraint,
+        "output is one of these options, split at each comma with spaces kept (' yes, no' is ' yes' or ' no'), "
+        """or a JSON list of strings ('[" yes, please", " no"]')""",
+    ),
+    "--grammar": (
+        "FILE",
+        grammar_constraint,
+        "output is a sentence of this grammar file: Lark ('start: ...') or GBNF ('root ::= ...')",
+    ),
+}
+
+
+def add_constraint_options(parser: argparse.ArgumentParser) -> None:
+    """The constraint flags, one at a time (decodelab.constraints); a bad file, schema or pattern fails while
+    the arguments are read, before the model loads."""
+    group = parser.add_argument_group("constraint (one at a time)")
+    exclusive = group.add_mutually_exclusive_group()
+    for name, (metavar, read, help_text) in CONSTRAINT_FLAGS.items():
+        if metavar is None:
+            exclusive.add_argument(name, dest="constraint", action=_Flag, nargs=0, const=read, help=help_text)
+        else:
+            exclusive.add_argument(name, dest="constraint", type=_argument_type(read), metavar=metavar, help=help_text)
+
+
+class _Flag(argparse.Action):
+    """A flag without a value whose constraint is built when given (not when the parser is)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, self.const(""))
+
+
+def _argument_type(read: Callable[[str], Constraint]) -> Callable[[str], Constraint]:
+    """`read`, with its BadInput as argparse's error (one line: 'argument --regex: ...')."""
+
+    def parse(text: str) -> Constraint:
+        try:
+            return read(text)
+        except BadInput as error:
+            raise argparse.ArgumentTypeError(" ".join(str(error).split())) from None
+
+    parse.__name__ = read.__name__  # argparse names the type in some messages
+    return parse
+
+
+def constraint_option(args: argparse.Namespace) -> Constraint | None:
+    """The constraint the flags gave, or None."""
+    return getattr(args, "constraint", None)

@@ -4,6 +4,7 @@ decodelab plot next "The capital of France is" --out next.png --top 8
 decodelab plot methods "The capital of France is" --out methods.png [--heatmap]
 decodelab plot temperature "The capital of France is" --out temperature.svg
 decodelab plot trace "Once upon a time" --out trace.png --top-p 0.9 --seed 1 --max-new-tokens 30
+decodelab plot trace "A person as JSON:" --out trace.png --json-schema person.json --greedy
 decodelab plot beam "The capital of France is" --beams 3 --max-new-tokens 6 --out beam.svg
 """
 
@@ -15,6 +16,7 @@ import sys
 from decodelab.cli.generate import add_generation_options, generation_options
 from decodelab.cli.options import (
     add_chat_options,
+    add_constraint_options,
     add_model_option,
     load_model,
     positive_int,
@@ -66,7 +68,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     temperature.add_argument("--top", type=positive_int, default=10, metavar="N", help="tokens to show (10)")
 
-    trace = _kind(kinds, "trace", "generate, then chart each chosen token's probability and the entropy per step")
+    trace = _kind(
+        kinds,
+        "trace",
+        "generate, then chart each chosen token's probability and the entropy per step (and, under a constraint, "
+        "the probability it removed)",
+    )
     add_generation_options(trace)
 
     beam = _kind(kinds, "beam", "beam search, then draw its tree: kept, finished and pruned candidates")
@@ -75,6 +82,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     beam.add_argument("--length-penalty", type=float, default=1.0, metavar="X")
     beam.add_argument("--num-return-sequences", type=positive_int, default=1, metavar="N")
     beam.add_argument("--hide-pruned", action="store_true", help="draw kept and finished candidates only")
+    add_constraint_options(beam)
 
 
 def _kind(kinds: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -107,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             length_penalty=args.length_penalty,
             num_return_sequences=args.num_return_sequences,
+            constraint=args.constraint,
         )
         plots.plot_beam_tree(beams, show_pruned=not args.hide_pruned, path=args.out)
     else:
