@@ -85,3 +85,24 @@ def test_greedy_and_beam_repeat_themselves_sampling_does_not(bundled):
     assert sampled.distinct_2 > max(greedy.distinct_2, beam.distinct_2)
     assert sampled.repeated_3gram_rate < min(greedy.repeated_3gram_rate, beam.repeated_3gram_rate)
     assert sampled.perplexity > max(greedy.perplexity, beam.perplexity)  # less predictable text
+
+
+def test_every_strategy_runs_under_the_constraint_and_the_table_says_so(bundled):
+    from decodelab.constraints import Constraint
+
+    options = [" Paris", " Lyon", " the city of Marseille"]
+    constraint = Constraint.choice(options)
+    ids = bundled.prompt_ids("The best French city is")
+    outcomes = compare(bundled, ids, parse_strategies("greedy; beam:2; top_p:0.9"), seed=1, constraint=constraint)
+    assert outcomes.constraint == constraint
+    for outcome in outcomes:
+        assert outcome.text in options and outcome.stop_reason == "constraint complete"
+    greedy = bundled.generate(ids, greedy=True, choice=options)
+    assert outcomes[0].token_ids == greedy.token_ids
+    table = outcomes.table()
+    assert table.splitlines()[0] == f"every strategy under the constraint {constraint.describe()}"
+    assert comparison_table(outcomes).splitlines()[0].split() == [
+        "greedy",
+        "beam:2",
+        "top_p:0.9",
+    ]  # no constraint given

@@ -4,6 +4,7 @@ Strategies are written as in the CLI: "greedy; beam:5; temperature:0.7; top_k:50
 and a strategy may combine settings with commas ("temperature:0.8,top_p:0.9"). Every output is scored
 once under the model's *unmodified* distribution, which gives its log-probability, perplexity, mean
 entropy and mean nucleus size along the path it took; diversity and repetition come from its token ids.
+Given a constraint (`decodelab.constraints`), every strategy runs under it, and the table says so.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from decodelab.samplers.base import SCALAR_KINDS
 if TYPE_CHECKING:
     import pandas
 
+    from decodelab.constraints import Constraint
     from decodelab.decoder import Decoder, HasDecoder
 
 
@@ -104,8 +106,10 @@ class Outcome:
 class Comparison(list[Outcome]):
     """The outcomes of `compare`, in strategy order: a list, plus a table, notebook HTML and a DataFrame."""
 
+    constraint: Constraint | None = None  # the constraint every strategy ran under, if any
+
     def table(self) -> str:
-        return comparison_table(self)
+        return comparison_table(self, self.constraint)
 
     def _repr_html_(self) -> str:
         """Jupyter: the metrics side by side, then each strategy's text."""
@@ -122,8 +126,10 @@ def compare(
     strategies: list[Strategy],
     seed: int = 0,
     max_new_tokens: int = 64,
+    constraint: Constraint | None = None,
 ) -> Comparison:
-    """Each strategy from the same prompt and seed, measured the same way (`model`: an `LM` or its `Decoder`)."""
+    """Each strategy from the same prompt and seed, measured the same way (`model`: an `LM` or its `Decoder`),
+    every one under `constraint` when one is given."""
     from decodelab.beam import beam_search
     from decodelab.decoder import as_decoder
     from decodelab.engine import Generation, make_config
@@ -132,12 +138,14 @@ def compare(
     decoder = as_decoder(model)
     stop_ids = decoder.stop_ids()
     outcomes = Comparison()
+    outcomes.constraint = constraint
     for strategy in strategies:
+        common = {"max_new_tokens": max_new_tokens, "constraint": constraint}
         if strategy.kind == "beam":
-            best = beam_search(decoder, prompt_ids, max_new_tokens=max_new_tokens, **strategy.options).sequences[0]
+            best = beam_search(decoder, prompt_ids, **common, **strategy.options).sequences[0]
             ids, text, reason = best.token_ids, best.text, str(best.finished_by)
         else:
-            config = make_config(None, {"seed": seed, "max_new_tokens": max_new_tokens, **strategy.options})
+            config = make_config(None, {"seed": seed, **common, **strategy.options})
             result = Generation(decoder, prompt_ids, config).run()[0]
             ids, text, reason = result.token_ids, result.text, str(result.stop_reason)
         score = score_ids(decoder, prompt_ids + ids, len(prompt_ids)) if ids else None
@@ -173,8 +181,9 @@ METRIC_ROWS: tuple[tuple[str, Callable[[Outcome], str]], ...] = (  # name, how o
 )
 
 
-def comparison_table(outcomes: list[Outcome]) -> str:
-    """Metrics side by side (one column per strategy), then each strategy's text."""
+def comparison_table(outcomes: list[Outcome], constraint: Constraint | None = None) -> str:
+    """Metrics side by side (one column per strategy), then each strategy's text; under a constraint, a first
+    line says which."""
     labels = [o.strategy.label for o in outcomes]
     widths = [max(len(label), *(len(render(o)) for _, render in METRIC_ROWS)) for label, o in zip(labels, outcomes)]
     name_width = max(len(name) for name, _ in METRIC_ROWS)
@@ -183,4 +192,5 @@ def comparison_table(outcomes: list[Outcome]) -> str:
         lines.append("  ".join([name.ljust(name_width), *(render(o).rjust(w) for o, w in zip(outcomes, widths))]))
     for outcome in outcomes:
         lines += ["", f"--- {outcome.strategy.label}", outcome.text.strip()]
-    return "\n".join(lines)
+    heading = [f"every strategy under the constraint {constraint.describe()}", ""] if constraint else []
+    return "\n".join(heading + lines)
