@@ -25,6 +25,12 @@ from decodelab.samplers import History
 from decodelab.tokens import token_piece
 
 PROMPT = "The capital of France is"
+PERSON_NAME = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 10}},
+    "required": ["name"],
+    "additionalProperties": False,
+}
 
 
 def bars(axes) -> list:
@@ -234,3 +240,37 @@ def test_cli_writes_each_kind_and_fails_in_one_line(bundled, tmp_path, monkeypat
     assert main(["plot", "next", PROMPT, "--out", str(tmp_path / "bars.gif")]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "must end in .png or .svg, got" in error and "bars.gif" in error
+
+
+def test_a_constrained_trace_shows_the_mass_the_constraint_removed(bundled):
+    from decodelab.plots.trace import FORBADE_TOP, REMOVED_MASS
+
+    result = bundled.generate("A person as JSON:", json_schema=PERSON_NAME, greedy=True, max_new_tokens=30)
+    figure = plot_trace(result)
+    assert len(figure.axes) == 3  # probability, the constraint's panel, entropy
+    panel = figure.axes[1]
+    removed = sorted((p for p in panel.patches if (p.get_gid() or "").startswith("removed-")), key=lambda p: p.get_x())
+    assert [bar.get_height() for bar in removed] == pytest.approx([s.stages[0].removed_mass for s in result.steps])
+    forbade = [s.overruled_by == "constraint" for s in result.steps]
+    assert any(forbade) and not all(forbade)
+    colours = [to_rgba(FORBADE_TOP if f else REMOVED_MASS) for f in forbade]
+    assert [bar.get_facecolor() for bar in removed] == colours
+    wanted = {t.get_gid(): t.get_text() for t in panel.texts if (t.get_gid() or "").startswith("wanted-")}
+    assert wanted == {f"wanted-{s.index}": token_label(s.raw_top[0].piece) for s in result.steps if s.overruled_by}
+    legend = [t.get_text() for t in panel.get_legend().get_texts()]
+    assert legend == ["probability the constraint removed", "... the model's top choice with it (the token it wanted)"]
+    ticks = [t.get_text() for t in figure.axes[2].get_xticklabels()]
+    assert ticks == [token_label(s.piece) for s in result.steps]
+
+
+def test_an_unconstrained_trace_keeps_its_two_panels(bundled):
+    assert len(plot_trace(bundled.generate(PROMPT, greedy=True, max_new_tokens=3)).axes) == 2
+
+
+def test_a_constrained_korean_trace_renders_every_glyph(bundled, tmp_path):
+    result = bundled.generate("서울은 한국의 수도입니까? 답:", choice=[" 네", " 아니요"], temperature=1.0, seed=1)
+    figure = plot_trace(result)
+    figure.axes[1].set_title("제약이 제거한 확률")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a glyph missing from the fonts is a warning
+        figure.savefig(tmp_path / "ko.png")
