@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from decodelab import views
 from decodelab.errors import BadInput
@@ -139,8 +139,8 @@ def compare(
     stop_ids = decoder.stop_ids()
     outcomes = Comparison()
     outcomes.constraint = constraint
+    common: dict[str, Any] = {"max_new_tokens": max_new_tokens, "constraint": constraint}  # every strategy's
     for strategy in strategies:
-        common = {"max_new_tokens": max_new_tokens, "constraint": constraint}
         if strategy.kind == "beam":
             best = beam_search(decoder, prompt_ids, **common, **strategy.options).sequences[0]
             ids, text, reason = best.token_ids, best.text, str(best.finished_by)
