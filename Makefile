@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m mypy
 
-test: lint
+test: lint bench-anchors
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -65,17 +65,23 @@ bench: $(STAMP)
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/tinygpt.py
 
-# `make bench-anchors` (not part of `make test` or `make bench`): a separate venv, .venv-anchors, holding
+# `make bench-anchors` (a prerequisite of `make test`, not of `make bench`): a separate venv, .venv-anchors, holding
 # llama-cpp-python built from source for this CPU, so bench/decode.py can print llama.cpp's decode and prefill
-# rates on the bundled GGUF next to decodelab's (bench/anchors/). No torch there. llama.cpp's default build
-# (-march=native) segfaults on CPUs with AMX, so the GGML SIMD options come from bench/anchors/ggml_cmake_args.py,
-# read off /proc/cpuinfo. --no-cache-dir: pip caches a built wheel under the sdist's name alone and would reuse one
-# built with other options (for another CPU). About 5 minutes on 2 cores. The stamp holds the pin and the options:
-# a second run does nothing; a new pin or a different CPU builds again.
+# rates on the bundled GGUF next to decodelab's (bench/anchors/), and the tests can run llama-cpp-python's
+# OpenAI-compatible server on it (tests/llama_server.py). No torch there. llama.cpp's default build (-march=native)
+# segfaults on CPUs with AMX, so the GGML SIMD options come from bench/anchors/ggml_cmake_args.py, read off
+# /proc/cpuinfo. --no-cache-dir: pip caches a built wheel under the sdist's name alone and would reuse one built
+# with other options (for another CPU). About 5 minutes on 2 cores. The stamp holds the pin and the options: a
+# second run does nothing; a new pin or a different CPU builds again.
+# Then the server's packages (the `[server]` extra, every package pinned in bench/anchors/server-requirements.txt),
+# installed as plain packages after the build: asking pip for llama-cpp-python[server] could build llama.cpp again.
+# Their stamp is a copy of that file: an edited pin installs again, and the build is left alone.
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 ANCHORS_VENV := .venv-anchors
 ANCHORS_PIP := $(ANCHORS_VENV)/bin/python -m pip --disable-pip-version-check --quiet
 ANCHORS_STAMP := $(ANCHORS_VENV)/.decodelab-anchors
+ANCHORS_SERVER := bench/anchors/server-requirements.txt
+ANCHORS_SERVER_STAMP := $(ANCHORS_VENV)/.decodelab-anchors-server
 
 bench-anchors:
 	@set -e; cmake_args="$$($(PYTHON) bench/anchors/ggml_cmake_args.py)"; build="$(LLAMA_CPP_PYTHON) $$cmake_args"; \
@@ -89,6 +95,13 @@ bench-anchors:
 	CMAKE_ARGS="$$cmake_args" $(ANCHORS_PIP) install --no-cache-dir --no-binary llama-cpp-python $(LLAMA_CPP_PYTHON); \
 	$(ANCHORS_VENV)/bin/python -c "import llama_cpp"; \
 	echo "$$build" > $(ANCHORS_STAMP)
+	@set -e; if cmp -s $(ANCHORS_SERVER) $(ANCHORS_SERVER_STAMP); then \
+		echo "decodelab: $(ANCHORS_VENV) has llama-cpp-python's server"; exit 0; fi; \
+	set -x; \
+	rm -f $(ANCHORS_SERVER_STAMP); \
+	$(ANCHORS_PIP) install -r $(ANCHORS_SERVER); \
+	$(ANCHORS_VENV)/bin/python -c "import llama_cpp.server.app"; \
+	cp $(ANCHORS_SERVER) $(ANCHORS_SERVER_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output
