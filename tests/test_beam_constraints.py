@@ -158,3 +158,18 @@ def test_no_allowed_continuation_and_two_constraints_are_one_clear_error(bundled
         beam_search(bundled, [1, 2], num_beams=2, constraint=Constraint.regex("a"), choice=["b"])
     with pytest.raises(BadInput, match="constraint must be a decodelab.constraints.Constraint"):
         BeamConfig(num_beams=2, constraint="[0-9]+")  # type: ignore[arg-type]
+
+
+def test_where_the_grammar_may_end_or_go_on_a_hypothesis_ends_with_a_stop_token_or_completes_it(bundled):
+    # After one digit the output may end (a stop token is allowed) or take up to two more (then it is complete).
+    question = "How many legs does a spider have? Reply with the number only."
+    result = bundled.beam_search(question, chat=True, num_beams=4, num_return_sequences=4, regex=r"[0-9]{1,3}")
+    kinds = set()
+    for hypothesis in result.sequences:
+        kinds.add(hypothesis.finished_by.kind)
+        assert re.fullmatch(r"[0-9]{1,3}", hypothesis.text), hypothesis.text
+        if hypothesis.finished_by.kind == "stop_token":
+            assert hypothesis.token_ids[-1] in bundled.stop_ids()
+        else:
+            assert hypothesis.finished_by.kind == "constraint_complete" and len(hypothesis.text) == 3
+    assert kinds == {"stop_token", "constraint_complete"}, [(h.text, str(h.finished_by)) for h in result.sequences]

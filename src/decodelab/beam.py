@@ -32,7 +32,8 @@ constraint is the first processor, built with the decoder (its tokenizer and sto
   it does not renormalise), so a hypothesis' sum_logprob is log P(output | prompt) under the model.
 - A candidate after which the grammar allows nothing but the end finishes a hypothesis as a stop token does
   (when it ranks in the top num_beams), with the stop reason `constraint_complete` and no stop token after it:
-  as `generate` stops, so the same output has the same sum_logprob as a generation's `Result.logprob`.
+  as `generate` stops, so (without penalties) the same output has the sum_logprob of a generation's
+  `Result.logprob`.
 - Each `BeamStep` keeps, per live beam, what each processor did (`StageReport`: tokens kept, probability
   removed, whether it removed the model's top choice) and the model's own top choice (`model_top`), so the
   tree says where the grammar overruled the model.
