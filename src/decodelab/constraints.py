@@ -71,13 +71,13 @@ class Constraint:
             raise BadInput(f"a {self.kind} constraint needs its source as text, got {str(self.source)[:60]!r}")
         try:
             grammar = self.grammar_text()
-        except ValueError as error:  # a source that is not what its kind reads (`Constraint("choice", "yes")`)
+        except ValueError as unreadable:  # a source that is not what its kind reads (`Constraint("choice", "yes")`)
             raise BadInput(
-                f"the {self.kind.replace('_', ' ')} constraint's source does not read: {one_line(str(error))}"
+                f"the {self.kind.replace('_', ' ')} constraint's source does not read: {one_line(str(unreadable))}"
             ) from None
-        error = _llguidance().LLMatcher.validate_grammar(grammar, limits=engine_limits())
-        if error:
-            raise BadInput(f"the {self.kind.replace('_', ' ')} constraint does not compile: {one_line(error)}")
+        problem = _llguidance().LLMatcher.validate_grammar(grammar, limits=engine_limits())
+        if problem:
+            raise BadInput(f"the {self.kind.replace('_', ' ')} constraint does not compile: {one_line(problem)}")
 
     @classmethod
     def json_schema(cls, schema: dict | str) -> Constraint:
