@@ -11,20 +11,16 @@ each cut where its document says it should be.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from serve_process import decodelab_serve
+
 BATCH_SIZE = 4  # prompts lm-eval sends in one /v1/completions request
 TOLERANCE = 1e-4  # loglikelihoods, served vs transformers, both float32
 MAX_GEN_TOKS = 16
-START_DEADLINE = 120  # seconds for `decodelab serve` to load the model and answer (the machine may be busy)
 
 # Question, choices, index of the right one: three or four choices, so a batch mixes continuations of several lengths.
 QUESTIONS = [
@@ -51,12 +47,6 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def offline():
     """No hub, no dataset downloads: lm-eval, datasets and transformers read only what is on disk."""
@@ -69,35 +59,8 @@ def offline():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`decodelab serve` (the bundled model) on a free port; yields its base URL and served model name."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log_path.open("w") as log:  # a file, not a pipe: a full pipe would stall the server
-        process = subprocess.Popen(
-            [sys.executable, "-m", "decodelab", "serve", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"},
-        )
-    try:
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            try:
-                models = httpx.get(url + "/v1/models", timeout=5).json()
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"decodelab serve did not answer on {url}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-        (model,) = models["data"]
-        yield url, model["id"]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with decodelab_serve(tmp_path_factory.mktemp("serve")) as (url, model, _):
+        yield url, model
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ class ComputeMode:
     dtype: str  # "float32", "bfloat16", "float16": the activations' (and unquantized weights') dtype
     quantization: str  # "none", "int8" or "int4": how the projection weights are stored
     compiled: bool  # whether one-token decode steps run a torch.compile'd graph
+    remote: str | None = None  # the engine of a model on another server ("vllm", ...): its numbers are its own
 
     @classmethod
     def of(cls, backend: object) -> ComputeMode:
@@ -25,16 +26,20 @@ class ComputeMode:
             dtype=str(dtype).removeprefix("torch."),
             quantization=getattr(backend, "quantization", "none"),
             compiled=bool(getattr(backend, "compiled", False)),
+            remote=getattr(backend, "engine", None) if getattr(backend, "partial_logits", False) else None,
         )
 
     @property
     def exact(self) -> bool:
-        """float32 weights and activations, eager: the path parity tests hold bit for bit against transformers."""
-        return self.dtype == "float32" and self.quantization == "none" and not self.compiled
+        """float32 weights and activations, eager, here: the path parity tests hold bit for bit against
+        transformers."""
+        return self.dtype == "float32" and self.quantization == "none" and not self.compiled and self.remote is None
 
     @property
     def label(self) -> str:
-        """'float32', 'float32, int4 weights, compiled', ..."""
+        """'float32', 'float32, int4 weights, compiled', 'remote (vllm): its top logprobs', ..."""
+        if self.remote is not None:
+            return f"remote ({self.remote}): its top logprobs"
         parts = [self.dtype]
         if self.quantization != "none":
             parts.append(f"{self.quantization} weights")

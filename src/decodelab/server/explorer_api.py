@@ -85,6 +85,21 @@ async def info(request: Request) -> dict:
     }
 
 
+@router.get("/tokenizer")
+async def tokenizer(request: Request) -> dict:
+    """The model's whole tokenizer (`tokenizers`' JSON, the chat template, the named special tokens and the eos
+    ids), so that a decodelab pointed at this server (`decodelab.load("http://...")`) tokenizes exactly as it does."""
+    lm = _app(request).lm
+    return {
+        "tokenizer_json": lm.tokenizer.backend.to_str(),
+        "chat_template": lm.tokenizer.chat_template,
+        "named_tokens": lm.tokenizer.named_tokens,
+        "eos_ids": list(lm.eos_ids),
+        "context_length": lm.context_length,
+        "vocab_size": lm.backend.vocab_size,
+    }
+
+
 @router.get("/stats")
 async def stats(request: Request) -> dict:
     app = _app(request)

@@ -266,7 +266,7 @@ async def _run(
             stream.close()
         ticket.end_for(error)
         raise
-    reply = Reply(lm, parts, n, kind, top, tools)
+    reply = Reply(lm, parts, n, kind, top, tools, as_ids=body.return_tokens_as_token_ids)
     steps = merged(streams)
     if body.stream:
         options = body.stream_options
@@ -303,8 +303,10 @@ def _score_echoes(lm: LM, parts: list[Part], top: int) -> None:
     for part in parts:
         raw = [lm.tokenizer.token_bytes(token_id) for token_id in part.ids]
         scored = score_ids(lm.decoder, part.ids, 1, top_n=top).tokens if len(part.ids) > 1 else []
-        part.echoed = [TokenLogprob.of_prompt(raw[0], None, top)]
-        part.echoed += [TokenLogprob.of_prompt(raw[i + 1], token, top) for i, token in enumerate(scored)]
+        part.echoed = [TokenLogprob.of_prompt(raw[0], part.ids[0], None, top)]
+        part.echoed += [
+            TokenLogprob.of_prompt(raw[i + 1], part.ids[i + 1], token, top) for i, token in enumerate(scored)
+        ]
 
 
 async def _start(runner: Runner, parts: list[Part], n: int) -> list[TaskStream]:

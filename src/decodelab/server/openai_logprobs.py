@@ -39,24 +39,34 @@ class TokenLogprob:
 
     bytes: builtins.bytes
     logprob: float | None  # None: the prompt's first token, which nothing predicts
-    top: tuple[tuple[builtins.bytes, float], ...] | None  # (bytes, logprob) of the most likely tokens there, best first
+    top: tuple[Alternate, ...] | None  # the most likely tokens there, best first
+    id: int = -1  # the token's id
 
     @classmethod
     def of_step(cls, step: Step, top: int) -> TokenLogprob:
         """A generated token: its raw logprob, and its step's most likely raw alternatives."""
-        return cls(step.bytes, step.logprob, _top(step.raw_top[:top], step.token_id, step.logprob))
+        return cls(step.bytes, step.logprob, _top(step.raw_top[:top], step.token_id, step.logprob), step.token_id)
 
     @classmethod
-    def of_prompt(cls, raw: builtins.bytes, scored: ScoredToken | None, top: int) -> TokenLogprob:
+    def of_prompt(cls, raw: builtins.bytes, token_id: int, scored: ScoredToken | None, top: int) -> TokenLogprob:
         """An echoed prompt token, scored given the prompt before it (`scored` None: the first token)."""
         if scored is None:
-            return cls(raw, None, None)
-        return cls(raw, scored.logprob, _top(scored.alternatives[:top], scored.id, scored.logprob))
+            return cls(raw, None, None, token_id)
+        return cls(raw, scored.logprob, _top(scored.alternatives[:top], scored.id, scored.logprob), token_id)
+
+
+Alternate = tuple[builtins.bytes, float, int]  # (bytes, logprob, id) of one of the most likely tokens
 
 
 def _top(alternatives: tuple[Alternative, ...] | list[Alternative], chosen_id: int, chosen_logprob: float):
-    """(bytes, logprob) pairs; the chosen token's logprob is exactly its own (not exp then log of its prob)."""
-    return tuple((alt.bytes, chosen_logprob if alt.id == chosen_id else _log(alt.prob)) for alt in alternatives)
+    """(bytes, logprob, id) triples; the chosen token's logprob is exactly its own (not exp then log of its prob)."""
+    return tuple((alt.bytes, chosen_logprob if alt.id == chosen_id else _log(alt.prob), alt.id) for alt in alternatives)
+
+
+def written(raw: builtins.bytes, token_id: int, as_ids: bool) -> str:
+    """A token as a logprobs answer writes it: its text (`token_text`), or vLLM's `token_id:123` when the
+    request asked for `return_tokens_as_token_ids` (lossless: what decodelab's remote backend asks for)."""
+    return f"token_id:{token_id}" if as_ids else token_text(raw)
 
 
 class TextOffsets:
@@ -73,36 +83,36 @@ class TextOffsets:
         return start
 
 
-def completion_logprobs(entries: list[TokenLogprob], top: int, offsets: TextOffsets) -> dict:
+def completion_logprobs(entries: list[TokenLogprob], top: int, offsets: TextOffsets, as_ids: bool = False) -> dict:
     """The legacy shape: parallel lists; `top_logprobs` holds up to top + 1 entries, the chosen token always."""
     tops: list[dict | None] = []
     for entry in entries:
         if entry.top is None:
             tops.append(None)
             continue
-        alternatives = {token_text(raw): logprob for raw, logprob in entry.top}
+        alternatives = {written(raw, token_id, as_ids): logprob for raw, logprob, token_id in entry.top}
         if top and entry.logprob is not None:
-            alternatives.setdefault(token_text(entry.bytes), entry.logprob)
+            alternatives.setdefault(written(entry.bytes, entry.id, as_ids), entry.logprob)
         tops.append(alternatives)
     return {
-        "tokens": [token_text(entry.bytes) for entry in entries],
+        "tokens": [written(entry.bytes, entry.id, as_ids) for entry in entries],
         "token_logprobs": [entry.logprob for entry in entries],
         "top_logprobs": tops,
         "text_offset": [offsets.add(entry.bytes) for entry in entries],
     }
 
 
-def chat_logprobs(entries: list[TokenLogprob]) -> dict:
+def chat_logprobs(entries: list[TokenLogprob], as_ids: bool = False) -> dict:
     """The chat shape: one entry per token, each with its bytes and its alternatives."""
     return {
         "content": [
             {
-                "token": token_text(entry.bytes),
+                "token": written(entry.bytes, entry.id, as_ids),
                 "logprob": entry.logprob,
                 "bytes": list(entry.bytes),
                 "top_logprobs": [
-                    {"token": token_text(raw), "logprob": logprob, "bytes": list(raw)}
-                    for raw, logprob in entry.top or ()
+                    {"token": written(raw, token_id, as_ids), "logprob": logprob, "bytes": list(raw)}
+                    for raw, logprob, token_id in entry.top or ()
                 ],
             }
             for entry in entries

@@ -68,8 +68,18 @@ def system_fingerprint(lm: LM) -> str:
 class Reply:
     """Turns a request's Parts into OpenAI's response objects; `top` is None when no logprobs were asked for."""
 
-    def __init__(self, lm: LM, parts: list[Part], n: int, kind: str, top: int | None, tools: ToolPlan | None = None):
+    def __init__(
+        self,
+        lm: LM,
+        parts: list[Part],
+        n: int,
+        kind: str,
+        top: int | None,
+        tools: ToolPlan | None = None,
+        as_ids: bool = False,
+    ):
         self.lm, self.parts, self.n, self.kind, self.top = lm, parts, n, kind, top
+        self.as_ids = as_ids  # tokens in logprobs written as vLLM's "token_id:123"
         self.chat = kind == "chat.completion"
         # with tools, each chat choice's text is read for calls (decodelab.server.tool_calls)
         self._calls: list[CallParser] | None = [tools.parser() for _ in range(n)] if tools else None
@@ -104,7 +114,9 @@ class Reply:
     def _logprobs(self, entries: list[TokenLogprob], offsets: TextOffsets) -> dict | None:
         if self.top is None:
             return None
-        return chat_logprobs(entries) if self.chat else completion_logprobs(entries, self.top, offsets)
+        if self.chat:
+            return chat_logprobs(entries, self.as_ids)
+        return completion_logprobs(entries, self.top, offsets, self.as_ids)
 
     def _entries(self, steps: list[Step]) -> list[TokenLogprob]:
         return [TokenLogprob.of_step(step, self.top or 0) for step in steps]

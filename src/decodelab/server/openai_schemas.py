@@ -111,6 +111,7 @@ class SamplingFields(IgnoredFields):
     seed: int | None = None
     response_format: ResponseFormat | None = None  # JSON (any, or under a schema) constrains the output
     structured_outputs: StructuredOutputs | None = None  # vLLM's: also a regex, a choice or a grammar
+    return_tokens_as_token_ids: bool = False  # vLLM's: logprobs name tokens "token_id:123" (lossless)
 
     @field_validator("stop")
     @classmethod

@@ -1,0 +1,2 @@
+"""Models that live on another server (vLLM, llama.cpp's server, another `decodelab serve`), driven through the
+OpenAI API's token logprobs: `decodelab.load("http://host:port/v1", model=...)` (see `remote.loading`)."""
