@@ -6,7 +6,10 @@ after retries; and against llama.cpp's server (llama-cpp-python) its greedy toke
 from __future__ import annotations
 
 import http.server
+import json
 import math
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -224,3 +227,58 @@ def test_llama_cpps_server_greedy_tokens_equal_its_own_greedy_output(bundled):
         )
         with pytest.raises(Unsupported, match="echo with logprobs"):
             lm.score("The capital of France is Paris.")
+
+
+# --- the command line, and decodelab serve as a front for a remote engine -----------------------------------
+
+
+def test_the_command_line_takes_a_server_url(served, bundled):
+    url, model, _ = served
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "decodelab",
+            "generate",
+            PROMPT,
+            "--model",
+            url + "/v1",
+            "--greedy",
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    last = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert last["model"] == model and last["mode"]["remote"] == "decodelab" and last["mode"]["exact"] is False
+    assert last["token_ids"] == bundled.generate(PROMPT, greedy=True, max_new_tokens=6).token_ids
+    refused = subprocess.run(
+        [sys.executable, "-m", "decodelab", "generate", PROMPT, "--api-key", "k"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "--api-key applies to a model on a server" in refused.stderr
+
+
+def test_decodelab_serve_fronts_a_remote_engine(served, bundled, tmp_path):
+    url, model, _ = served
+    with decodelab_serve(tmp_path, "--model", url + "/v1") as (front, name, _):
+        assert name == model
+        reply = httpx.post(
+            front + "/v1/completions",
+            timeout=300,
+            json={"model": name, "prompt": PROMPT, "max_tokens": 6, "temperature": 0, "logprobs": 2},
+        )
+        choice = reply.json()["choices"][0]
+        local = bundled.generate(PROMPT, greedy=True, max_new_tokens=6)
+        assert choice["text"] == local.text
+        assert choice["logprobs"]["token_logprobs"] == pytest.approx([s.logprob for s in local.steps], abs=CLOSE)
+        info = httpx.get(front + "/api/info", timeout=60).json()
+        assert info["mode"]["remote"] == "decodelab"

@@ -26,8 +26,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_model_option(parser: argparse.ArgumentParser) -> None:
-    """--model, --backend and the compute mode: what every command that loads a model passes to `load()`."""
+def add_model_option(parser: argparse.ArgumentParser, api_key_flag: str = "--api-key") -> None:
+    """--model, --backend and the compute mode: what every command that loads a model passes to `load()`.
+    `api_key_flag` names the remote server's key flag (`serve` has its own --api-key: its clients' key)."""
     from decodelab.loading import backend_names
 
     group = parser.add_argument_group("model")
@@ -35,7 +36,36 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
         "--model",
         "-m",
         default=None,
-        help="hub id, model directory or .gguf file (default: the bundled SmolLM2-135M-Instruct)",
+        help="hub id, model directory, .gguf file, or http://HOST:PORT/v1 for a model another server runs "
+        "(vLLM, llama.cpp's server, decodelab serve) (default: the bundled SmolLM2-135M-Instruct)",
+    )
+    group.add_argument(
+        "--served-model",
+        default=None,
+        metavar="NAME",
+        help="with --model http://...: the model to use when the server serves several",
+    )
+    group.add_argument(
+        api_key_flag,
+        dest="remote_api_key",
+        default=None,
+        metavar="KEY",
+        help="with --model http://...: that server's API key (default: $DECODELAB_API_KEY)",
+    )
+    parser.set_defaults(remote_api_key_flag=api_key_flag)
+    group.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME",
+        help="with --model http://...: the served model's tokenizer, as a model directory, .gguf file, 'bundled' "
+        "or hub id (default: decodelab serve hands out its own; others: the served model's id as a hub id)",
+    )
+    group.add_argument(
+        "--top-logprobs",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --model http://...: alternatives asked per position (20; vLLM's default cap)",
     )
     group.add_argument(
         "--backend",
@@ -89,9 +119,29 @@ def read_text(text: str) -> str:
 
 def load_model(args: argparse.Namespace) -> LM:
     """The model the options name, in the mode they ask for; a compiled one says what the warm-up cost."""
+    from decodelab.errors import BadInput
     from decodelab.loading import load
+    from decodelab.remote.loading import is_remote
 
-    lm = load(args.model, dtype=args.dtype, backend=args.backend, quantize=args.quantize, compile=args.compile)
+    remote = {
+        "model": args.served_model,
+        "api_key": args.remote_api_key,
+        "tokenizer": args.tokenizer,
+        "top_logprobs": args.top_logprobs,
+    }
+    if not is_remote(args.model) and (given := [name for name, value in remote.items() if value is not None]):
+        flags = {"model": "--served-model", "api_key": args.remote_api_key_flag, "tokenizer": "--tokenizer"}
+        flag = flags.get(given[0], "--top-logprobs")
+        raise BadInput(f"{flag} applies to a model on a server: give --model http://HOST:PORT/v1")
+    options = remote if is_remote(args.model) else {}
+    lm = load(
+        args.model,
+        dtype=args.dtype,
+        backend=args.backend,
+        quantize=args.quantize,
+        compile=args.compile,
+        **options,
+    )
     if lm.compile_seconds is not None:
         print(
             f"decodelab: compiled the decode step in {lm.compile_seconds:.1f} s ({lm.mode.label}); later steps in "

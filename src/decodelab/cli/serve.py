@@ -8,8 +8,7 @@ import sys
 from dataclasses import fields
 
 from decodelab.cli.options import add_model_option, load_model
-
-API_KEY_VARIABLE = "DECODELAB_API_KEY"
+from decodelab.remote import API_KEY_VARIABLE
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -18,7 +17,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve", help="serve a model: OpenAI-compatible API, trace stream, and the web explorer at /"
     )
-    add_model_option(parser)
+    add_model_option(parser, api_key_flag="--remote-api-key")
     parser.add_argument(
         "--host",
         default="127.0.0.1",

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from decodelab.errors import DecodelabError
+from decodelab.remote import API_KEY_VARIABLE
 
-API_KEY_VARIABLE = "DECODELAB_API_KEY"
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_WAIT = 30.0  # seconds: a longer Retry-After is waited for this long at most
 
