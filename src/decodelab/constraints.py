@@ -73,7 +73,7 @@ class Constraint:
             grammar = self.grammar_text()
         except ValueError as unreadable:  # a source that is not what its kind reads (`Constraint("choice", "yes")`)
             raise BadInput(
-                f"the {self.kind.replace('_', ' ')} constraint's source does not read: {one_line(str(unreadable))}"
+                f"the {self.kind.replace('_', ' ')} constraint does not compile: {one_line(str(unreadable))}"
             ) from None
         problem = _llguidance().LLMatcher.validate_grammar(grammar, limits=engine_limits())
         if problem:
