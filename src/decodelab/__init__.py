@@ -48,7 +48,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from decodelab.beam import BeamResult, BeamTree
+    from decodelab.beam_records import BeamResult, BeamTree
     from decodelab.chat import END_OF_TURN_MARKERS
     from decodelab.distribution import Candidate, Distribution
     from decodelab.engine import Generation

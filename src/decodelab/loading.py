@@ -28,6 +28,7 @@ from decodelab.backends.registry import (
 )
 from decodelab.errors import BadInput, DecodelabError, ModelNotFound, Unsupported
 from decodelab.gguf_cache import (
+    BUNDLED_ALIASES,
     BUNDLED_NAME,
     bundled_gguf_path,
     conversion_stamp,
@@ -39,7 +40,6 @@ from decodelab.model import LM
 from decodelab.remote.loading import is_remote, load_remote
 from decodelab.tokenizer import Tokenizer
 
-BUNDLED_ALIASES = (None, "", "bundled", "default", BUNDLED_NAME.lower())
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

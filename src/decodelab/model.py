@@ -13,7 +13,8 @@ import torch
 import decodelab.display
 import decodelab.tables  # noqa: F401
 from decodelab.backends.base import Backend
-from decodelab.beam import BeamResult, beam_search
+from decodelab.beam import beam_search
+from decodelab.beam_records import BeamResult
 from decodelab.chat import Message, build_messages, render_chat
 from decodelab.compute_mode import ComputeMode
 from decodelab.decoder import Decoder

@@ -89,6 +89,12 @@ class Step:
         return " | ".join(f"{visible(a.piece)} ({a.prob:.2%})" for a in (self.raw_top or self.top)[:n])
 
 
+def overruled_note(stage: str, wanted: str) -> str:
+    """ "model wanted '␣Yes'; the constraint forbade it": a stage removed the model's own top choice `wanted`."""
+    removed = "the constraint forbade it" if stage == "constraint" else f"the {stage} stage removed it"
+    return f"model wanted {visible(wanted)!r}; {removed}"
+
+
 @dataclass(frozen=True)
 class StopReason:
     kind: str  # "stop_token" | "stop_string" | "constraint_complete" | "max_new_tokens" | "max_time" | "context_full"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from decodelab import views
-from decodelab.beam import BeamTree
+from decodelab.beam_records import BeamTree
 from decodelab.compare import Comparison
 from decodelab.distribution import Distribution
 from decodelab.errors import DecodelabError

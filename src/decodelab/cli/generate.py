@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from decodelab.beam import overruled_note
 from decodelab.cli.options import (
     add_chat_options,
     add_constraint_options,
@@ -21,6 +20,7 @@ from decodelab.cli.options import (
 )
 from decodelab.cli.sampler_options import add_sampler_flags, sampler_options
 from decodelab.constraints import ConstraintStage
+from decodelab.records import overruled_note
 from decodelab.tokens import visible
 
 if TYPE_CHECKING:

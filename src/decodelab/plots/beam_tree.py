@@ -13,7 +13,7 @@ from typing import cast
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from decodelab.beam import BeamNode, BeamResult, BeamTree
+from decodelab.beam_records import BeamNode, BeamResult, BeamTree
 from decodelab.errors import BadInput
 from decodelab.plots.figures import check_path, new_figure, save, token_label
 

@@ -68,8 +68,7 @@ def load_remote(
 
 def _local_tokenizer(name: str, caps: Capabilities) -> Tokenizer:
     """A tokenizer named by path, `.gguf`, "bundled" or hub id; offline without it, one clear error."""
-    from decodelab.gguf_cache import bundled_gguf_path, ensure_converted
-    from decodelab.loading import BUNDLED_ALIASES
+    from decodelab.gguf_cache import BUNDLED_ALIASES, bundled_gguf_path, ensure_converted
 
     path = Path(name).expanduser()
     if name.lower() in BUNDLED_ALIASES:
