@@ -282,3 +282,15 @@ def test_decodelab_serve_fronts_a_remote_engine(served, bundled, tmp_path):
         assert choice["logprobs"]["token_logprobs"] == pytest.approx([s.logprob for s in local.steps], abs=CLOSE)
         info = httpx.get(front + "/api/info", timeout=60).json()
         assert info["mode"]["remote"] == "decodelab"
+
+
+def test_the_readmes_remote_example_runs(served, capsys):
+    from pathlib import Path
+
+    from readme_examples import code_blocks
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (example,) = [block for block in code_blocks(readme, "py") if "far = decodelab.load" in block]
+    exec(compile(example.replace("http://127.0.0.1:8000", served[0]), "README.md", "exec"), {})
+    expected = example.strip().splitlines()[-1].rpartition("# ")[2]  # what the README says it prints
+    assert capsys.readouterr().out.strip() == expected
