@@ -63,6 +63,7 @@ TIME = {
 PARAMETERS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in (WEATHER, TIME)}
 ASK = [{"role": "user", "content": "What is the weather in Seoul?"}]
 README = Path(__file__).parent.parent / "README.md"
+OFFER = {"messages": ASK, "tools": [WEATHER, TIME]}  # a question and the two functions, as most tests ask
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +210,7 @@ def test_a_constraint_that_cannot_be_honoured_is_one_400_naming_its_field(client
 def test_required_tools_make_valid_calls(client, bundled):
     reply = client.chat.completions.create(
         model=bundled.name,
-        messages=ASK,
-        tools=[WEATHER, TIME],
+        **OFFER,
         tool_choice="required",
         max_tokens=80,
         temperature=1.0,
@@ -226,8 +226,7 @@ def test_required_tools_make_valid_calls(client, bundled):
 def test_a_named_function_or_no_parallel_calls_make_one_call(client, bundled):
     named = client.chat.completions.create(
         model=bundled.name,
-        messages=ASK,
-        tools=[WEATHER, TIME],
+        **OFFER,
         max_tokens=60,
         temperature=0,
         tool_choice={"type": "function", "function": {"name": "get_time"}},
@@ -237,8 +236,7 @@ def test_a_named_function_or_no_parallel_calls_make_one_call(client, bundled):
     check_calls([call])
     single = client.chat.completions.create(
         model=bundled.name,
-        messages=ASK,
-        tools=[WEATHER, TIME],
+        **OFFER,
         tool_choice="required",
         max_tokens=80,
         parallel_tool_calls=False,
