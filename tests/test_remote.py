@@ -294,3 +294,18 @@ def test_the_readmes_remote_example_runs(served, capsys):
     exec(compile(example.replace("http://127.0.0.1:8000", served[0]), "README.md", "exec"), {})
     expected = example.strip().splitlines()[-1].rpartition("# ")[2]  # what the README says it prints
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_a_remote_distribution_says_what_the_server_did_not_tell(remote, bundled, tmp_path):
+    from decodelab.plots import plot_distribution
+
+    far, near = remote.next_token_distribution(PROMPT), bundled.next_token_distribution(PROMPT)
+    assert far.reported is not None and int(far.reported.sum()) == 20 and near.reported is None
+    assert [c.id for c in far.top(25)] == [c.id for c in near.top(20)]  # the top of what was reported, no more
+    assert far.known_mass == pytest.approx(sum(c.prob for c in near.top(20)), abs=CLOSE)
+    lowest, highest = far.entropy_bounds
+    assert lowest <= near.entropy <= highest  # the true entropy lies within the bounds
+    assert "the server reported 20 tokens holding" in far.table() and "the rest is not known" in far.table()
+    figure = plot_distribution(far, top=5, path=tmp_path / "remote.png")
+    labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    assert labels[-1] == "rest (not known)" and len(labels) == 6

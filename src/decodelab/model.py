@@ -124,7 +124,7 @@ class LM:
         ids = self.prompt_ids(prompt, chat=chat, system=system)
         input_ids = torch.tensor([ids], device=self.device)  # (1, T)
         logits = prefill(self.backend, input_ids, self.backend.new_cache(1))[0]  # (V,), the prompt fed in chunks
-        return Distribution(logits, self.tokenizer, ids)
+        return Distribution(logits, self.tokenizer, ids, partial=getattr(self.backend, "partial_logits", False))
 
     def generation(
         self,

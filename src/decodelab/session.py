@@ -90,7 +90,8 @@ class Session:
         if after_samplers:
             chain = self._chain if config is None else config.chain(self.decoder)
             logits = chain(logits, self._history(self._next_draw))
-        return Distribution(logits[0], self.decoder.tokenizer, self._state.ids[0].tolist())
+        partial = getattr(self.decoder.backend, "partial_logits", False) and not after_samplers
+        return Distribution(logits[0], self.decoder.tokenizer, self._state.ids[0].tolist(), partial=partial)
 
     def step(self) -> Step:
         """Choose one token with the configured strategy and append it."""

@@ -31,11 +31,21 @@ def plot_distribution(
         raise BadInput(f"chosen must be a token id in [0, {dist.probs.numel() - 1}], got {chosen!r}")
     if chosen not in ids:
         ids.append(chosen)
-    figure = new_figure(6.4, 1.2 + 0.32 * len(ids))
+    labels = [token_label(token_piece(dist.tokenizer, i)) for i in ids]
+    probs = [dist.prob(i) for i in ids]
+    entropy = f"entropy {dist.entropy:.2f} nats"
+    if dist.reported is not None:  # a remote server's top tokens: one bar for the mass it did not tell
+        ids = [i for i in ids if bool(dist.reported[i])]
+        labels, probs = [token_label(token_piece(dist.tokenizer, i)) for i in ids], [dist.prob(i) for i in ids]
+        labels.append("rest (not known)")
+        probs.append(1 - dist.known_mass)
+        lowest, highest = dist.entropy_bounds
+        entropy = (
+            f"entropy between {lowest:.2f} and {highest:.2f} nats (the server told its top {int(dist.reported.sum())})"
+        )
+    figure = new_figure(6.4, 1.2 + 0.32 * len(labels))
     axes = figure.add_subplot()
-    draw_bars(
-        axes, [token_label(token_piece(dist.tokenizer, i)) for i in ids], [dist.prob(i) for i in ids], ids.index(chosen)
-    )
+    draw_bars(axes, labels, probs, ids.index(chosen) if chosen in ids else 0)
     prompt = prompt_caption(dist.tokenizer.decode(dist.prompt_ids))
-    axes.set_title(title or f"next token after “{prompt}”\nentropy {dist.entropy:.2f} nats", fontsize=10)
+    axes.set_title(title or f"next token after “{prompt}”\n{entropy}", fontsize=10)
     return save(figure, path)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from decodelab.distribution import reported_mask
 from decodelab.errors import BadInput
 from decodelab.remote.capabilities import Capabilities
 from decodelab.remote.client import RemoteClient, RemoteError
@@ -213,14 +214,12 @@ def text_ids(tokenizer: Tokenizer, vocab_size: int) -> dict[str, int]:
 class ReportedTokens(Stage):
     """The chain's first stage on a remote model: only the tokens the server reported may be drawn (their
     probabilities are the model's; the rest of the mass is not known, so no token of it can be chosen). A
-    row's unknown tokens are those sharing its most common logit, where `RemoteBackend` spread the rest."""
+    row's unknown tokens are those sharing its most common logit, where `RemoteBackend` spread the rest
+    (`decodelab.distribution.reported_mask`)."""
 
     name: ClassVar[str] = "reported"
     warper: ClassVar[bool] = False
     position: ClassVar[int] = -2
 
     def __call__(self, logits: torch.Tensor, history: History) -> torch.Tensor:
-        spread = logits.mode(dim=-1).values[:, None]  # (B, 1): the value the unknown tokens share
-        shared = (logits == spread).sum(dim=-1, keepdim=True)
-        unknown = (logits == spread) & (shared > 1)  # a row reported whole has no shared value
-        return logits.masked_fill(unknown, FILTERED)
+        return logits.masked_fill(~reported_mask(logits), FILTERED)  # (B, V)
