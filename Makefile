@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/samplers.py
 	$(BIN)/python bench/constraints.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/remote.py
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/tinygpt.py
 
