@@ -48,4 +48,7 @@ class ComputeMode:
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "exact": self.exact, "label": self.label}
+        values = {**asdict(self), "exact": self.exact, "label": self.label}
+        if self.remote is None:
+            del values["remote"]  # a model run here: the fields it always had
+        return values
