@@ -10,7 +10,9 @@
 
 Every call but the first sends the session's secret in the `X-Session-Secret` header. The `next` payload
 carries the raw logits of the whole vocabulary (base64 float32, little-endian), so the page can re-apply
-temperature, top-k, top-p and min-p as the sliders move without asking the server.
+temperature, top-k, top-p and min-p as the sliders move without asking the server. On a remote model, whose
+server told only its top tokens, it also says which (`reported`, `reported_ids`), the mass they hold
+(`known_mass`; the rest is not known token by token) and the bounds of the entropy (`entropy_bounds`).
 
 A `config` may carry a constraint (`config.constraint`, see `explorer_schemas`): the session then follows its
 grammar through undo, a forbidden token appended is a 400, and a whole output stops with `constraint_complete`.
@@ -59,13 +61,22 @@ def next_payload(session: Session, top: int = TOP_FOR_PAGE) -> dict | None:
         return None
     raw = session.distribution()
     after = session.distribution(after_samplers=True)
-    return {
+    payload = {
         "vocab_size": int(raw.logits.numel()),
         "logits": encode_logits(raw.logits),
-        "entropy": raw.entropy,
+        "entropy": raw.entropy,  # on a remote model, its upper bound (see entropy_bounds)
         "top": [candidate.to_dict() for candidate in raw.top(top)],
         "after": [{**c.to_dict(), "raw_prob": raw.prob(c.id)} for c in after.top(top) if c.prob > 0],
     }
+    if raw.reported is not None:  # a remote server's top tokens: which they are, and what is not known
+        reported_ids = raw.reported.nonzero().flatten().tolist()
+        payload |= {
+            "reported": len(reported_ids),
+            "reported_ids": reported_ids,  # the page's chain keeps these only, as the server's `reported` stage
+            "known_mass": raw.known_mass,
+            "entropy_bounds": list(raw.entropy_bounds),
+        }
+    return payload
 
 
 def session_state(live: LiveSession, top: int = TOP_FOR_PAGE) -> dict:

@@ -11,6 +11,10 @@
 // A constraint (the box under the sliders: a JSON schema, a regex, a choice, ...) is a stage that always runs
 // on the server, first in the chain: it goes with every request as `config.constraint`, the bars then show
 // the server's distribution, and the tokens its grammar forbids are struck through as "forbidden".
+//
+// On a remote model (`decodelab serve --model http://...`) the server behind told only its top tokens: the
+// bars are those, then one "rest (not known)" bar for the mass it did not tell, which no step can draw; the
+// entropy is shown as its bounds.
 "use strict";
 
 const BARS = 20; // candidates shown, in the model's own (raw) order
@@ -500,6 +504,9 @@ function serverChain({ reply, ids }, plan) {
   const stages = plan.stages.map((stage) => stage.name === "constraint" && reply.constraint
     ? { name: stage.name, kind: stage.kind, kept: reply.constraint.kept, removedMass: reply.constraint.removed_mass }
     : { name: stage.name });
+  if (page.dist.partial) { // a remote model: the server's chain keeps the reported tokens, after a constraint
+    stages.splice(page.constraint ? 1 : 0, 0, { name: "reported" });
+  }
   if (reply.greedy) stages.push({ name: "greedy" });
   return {
     kept: reply.kept, greedy: reply.greedy, stages, keptMass: reply.kept_raw_mass, source: "server",
@@ -534,23 +541,28 @@ function renderBars() {
   const known = !chain.pending && !chain.error;
   list.dataset.source = known ? chain.source : chain.pending ? "pending" : "error";
   const count = (n) => n.toLocaleString("en");
-  const entropy = `entropy ${dist.entropy.toFixed(2)} nats · `;
+  const partial = dist.partial;
+  const entropy = entropyText(dist) + " · " + (partial
+    ? `the top ${count(partial.reported)} hold ${percent(partial.knownMass)} of the mass; the rest is not known · ` : "");
   if (!known) {
     const names = chain.plan.stages.filter((stage) => !stage.local).map((stage) => stageName(stage.name));
     summary.textContent = entropy + (chain.pending
       ? `asking the server for the distribution after the chain (${names.join(", ")} run there)…`
       : `the server could not compute the distribution after the chain: ${chain.error}`);
   } else {
-    const stages = chain.stages.map((stage) => stage.kept === undefined
+    // a remote model's `reported` stage: the line says it already
+    const stages = chain.stages.filter((stage) => stage.name !== "reported").map((stage) => stage.kept === undefined
       ? stageName(stage.name)
       : `${stageName(stage.name)}${stage.kind ? ` (${stageName(stage.kind)})` : ""} → ${count(stage.kept)}` +
         (stage.removedMass === undefined ? "" : ` (removes ${removedShare(stage.removedMass)} of the raw mass)`));
     summary.textContent = entropy + (stages.length ? `${stages.join(" · ")} · ` : "no sampler stage · ") +
-      `${count(chain.kept)} of ${count(dist.logits.length)} tokens possible, ${percent(chain.keptMass)} of the raw mass` +
+      `${count(chain.kept)} of ${count(partial ? partial.reported : dist.logits.length)}` +
+      `${partial ? " reported" : ""} tokens possible, ${percent(chain.keptMass)} of the raw mass` +
       (chain.source === "server" ? " · computed by the server" : "");
   }
 
-  const shown = Math.min(BARS, dist.logits.length);
+  // A remote model's tokens beyond those its server reported are not real candidates: the rest bar holds them.
+  const shown = Math.min(BARS, dist.partial ? dist.partial.reported : dist.logits.length);
   const ids = Array.from(dist.order.slice(0, shown));
   // A stage that reorders (a grammar, a penalty) may keep tokens far down the model's ranking: the most
   // likely of them follow, in the model's order, so what a step draws from is on screen.
@@ -559,7 +571,8 @@ function renderBars() {
   kept.sort((a, b) => dist.position[a.id] - dist.position[b.id]);
   ids.push(...kept.map((c) => c.id));
   const post = (id) => (known ? chain.prob(id) : null);
-  const largest = Math.max(...ids.map((id) => Math.max(dist.raw.prob(id), post(id) || 0)));
+  const rest = dist.partial ? Math.max(0, 1 - dist.partial.knownMass) : 0;
+  const largest = Math.max(rest, ...ids.map((id) => Math.max(dist.raw.prob(id), post(id) || 0)));
   ids.forEach((id, j) => {
     if (j === shown && kept.length) {
       list.append(element("li", "bars-gap", "⋯ kept by the chain, further down the model's ranking"));
@@ -595,7 +608,37 @@ function renderBars() {
     item.append(row);
     list.append(item);
   });
+  if (dist.partial) list.append(restBar(dist.partial, rest, largest));
   updateButtons();
+}
+
+// "entropy 1.23 nats", or for a remote model, the bounds of what it can be.
+function entropyText(dist) {
+  if (!dist.partial) return `entropy ${dist.entropy.toFixed(2)} nats`;
+  const [lowest, highest] = dist.partial.entropyBounds;
+  return `entropy between ${lowest.toFixed(2)} and ${highest.toFixed(2)} nats ` +
+    `(the server told its top ${dist.partial.reported})`;
+}
+
+// The last bar of a remote model: the mass its server did not tell, token by token. Not a token: not clickable,
+// and no step draws from it.
+function restBar(partial, rest, largest) {
+  const item = document.createElement("li");
+  const row = element("div", "bar-row rest");
+  row.dataset.raw = rest;
+  row.title = `the top ${partial.reported} hold ${percent(partial.knownMass)} of the mass; the rest is not known ` +
+    "(the server did not say which tokens hold it, so no step can choose one)";
+  const label = element("span", "label");
+  label.append(element("span", "rank", ""), element("span", "rest-name", "rest (not known)"));
+  const bars = element("span", "bars-cell");
+  const bar = element("span", "bar rest");
+  bar.style.width = `${(100 * rest) / largest}%`;
+  bars.append(bar);
+  const numbers = element("span", "numbers");
+  numbers.append(element("span", "raw-value", percent(rest)), element("span", "post-value", "—"));
+  row.append(label, bars, numbers);
+  item.append(row);
+  return item;
 }
 
 function updateButtons() {
@@ -690,7 +733,8 @@ async function connect() {
   renderBars();
   $("model-info").textContent = `${info.model} · context ${info.context_length.toLocaleString("en")} tokens · ` +
     `vocabulary ${info.vocab_size.toLocaleString("en")}` + (info.chat_template ? " · chat template" : "") +
-    (info.mode.exact ? "" : ` · fast mode: ${info.mode.label} (not the exact path)`);
+    (info.mode.remote ? ` · remote model (${info.mode.remote}): its server tells each position's top tokens only`
+      : info.mode.exact ? "" : ` · fast mode: ${info.mode.label} (not the exact path)`);
   $("chat").disabled = !info.chat_template;
 }
 

@@ -6,6 +6,10 @@
 // the server sends, exactly as the stage modules in decodelab/samplers/stages do. A plan holding any other
 // stage (penalties, typical_p, DRY, ...) is computed by the server instead. tests/test_web.py checks the
 // result against the server's own chain (to 1e-4) and on hand-computed 4-token distributions.
+//
+// A remote model's server told only its top tokens (`next.reported_ids`); the rest of the mass is spread
+// evenly over the other tokens, which are not real candidates. Those reported come first in `order`, and the
+// chain's first stage keeps them only, as the server's own `reported` stage does (tests/test_web_remote.py).
 "use strict";
 
 function decodeLogits(base64) {
@@ -18,17 +22,23 @@ function decodeLogits(base64) {
   return logits;
 }
 
-// Decode once per state: logits, token ids sorted by logit (descending), and the raw softmax.
+// Decode once per state: logits, token ids sorted by logit (descending; a remote model's reported tokens
+// first), and the raw softmax. `partial` is null for a model run on the server itself.
 function prepareDistribution(next) {
   const logits = decodeLogits(next.logits);
+  const reported = new Uint8Array(logits.length); // 1: the remote server told this token's probability
+  for (const id of next.reported_ids || []) reported[id] = 1;
+  const partial = next.reported_ids
+    ? { reported: next.reported, knownMass: next.known_mass, entropyBounds: next.entropy_bounds }
+    : null;
   const order = new Uint32Array(logits.length);
   for (let i = 0; i < order.length; i++) order[i] = i;
-  order.sort((a, b) => logits[b] - logits[a] || a - b);
+  order.sort((a, b) => reported[b] - reported[a] || logits[b] - logits[a] || a - b);
   const position = new Uint32Array(logits.length); // id -> place in `order`
   for (let j = 0; j < order.length; j++) position[order[j]] = j;
   const pieces = new Map(next.top.map((c) => [c.id, c.piece]));
   const raw = runChain({ logits, order, position }, { greedy: false, stages: [] });
-  return { logits, order, position, pieces, raw, entropy: next.entropy, top: next.top };
+  return { logits, order, position, pieces, raw, partial, entropy: next.entropy, top: next.top };
 }
 
 // The working state of one chain run. Every local stage only removes tokens from the low end of the ranking
@@ -162,11 +172,17 @@ function runsLocally(stage) {
 
 // The chain over one distribution. `plan` = {greedy, stages: [{name, values: {setting: value}}]}: the stages
 // that are on, in order (app.js `chainPlan`; greedy leaves out the warpers). Every stage must run locally.
-// Returns {kept, greedy, stages: [{name, kept}], prob(id)} — prob is the softmax of the final logits.
+// On a remote model (`dist.partial`) the `reported` stage runs first. Returns {kept, greedy, stages: [{name,
+// kept}], prob(id)} — prob is the softmax of the final logits.
 function runChain(dist, plan) {
   const { order, position } = dist;
   const chain = new Chain(dist);
   const stages = [];
+  if (dist.partial) {
+    // A remote model: only the reported tokens (the first of `order`) may be drawn; the rest is not known.
+    chain.keep(dist.partial.reported);
+    stages.push({ name: "reported", kept: chain.kept });
+  }
   for (const stage of plan.stages) {
     const local = LOCAL_STAGES[stage.name];
     if (!local) throw new Error(`the page does not run the ${stage.name} stage: ask the server`);
