@@ -248,11 +248,16 @@ def test_the_command_lines_mistakes_are_one_line(argv, message, capsys):
 @pytest.mark.parametrize(
     "error, stops",
     [
-        (RemoteError("cannot reach http://h/v1/completions (ConnectError: refused) after 5 tries: ..."), True),
-        (RemoteError("http://h/v1/completions answered 503: busy"), True),
-        (RemoteError("http://h/v1/completions answered 429: slow down"), True),
-        (RemoteError("http://h/v1/completions answered 400: prompt too long"), False),
-        (RemoteError("http://h/v1/completions answered 500: internal error"), False),
+        (
+            RemoteError(
+                "cannot reach http://h/v1/completions (ConnectError: refused) after 5 tries: ...", reachable=False
+            ),
+            True,
+        ),
+        (RemoteError("http://h/v1/completions answered 503: busy", 503), True),
+        (RemoteError("http://h/v1/completions answered 429: slow down", 429), True),
+        (RemoteError("http://h/v1/completions answered 400: prompt too long", 400), False),
+        (RemoteError("http://h/v1/completions answered 500: internal error", 500), False),
         (BadInput("text is empty"), False),
         (Unsupported("scoring every position needs echo"), True),
         (ValueError("a bug"), True),

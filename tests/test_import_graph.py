@@ -9,7 +9,18 @@ from pathlib import Path
 import decodelab
 
 SOURCE = Path(decodelab.__file__).parent.parent  # .../src
-RECORD_MODULES = ("records", "engine", "session", "beam", "beam_records", "scoring", "compare", "distribution", "tokens", "decoding")
+RECORD_MODULES = (
+    "records",
+    "engine",
+    "session",
+    "beam",
+    "beam_records",
+    "scoring",
+    "compare",
+    "distribution",
+    "tokens",
+    "decoding",
+)
 PRESENTATION = {"decodelab.display", "decodelab.tables", "decodelab.plots"}
 
 

@@ -14,7 +14,6 @@ the work needs; a bug. The workers then take no new item, those already running 
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -123,9 +122,7 @@ def stops_the_run(error: BaseException) -> bool:
     if isinstance(error, Unsupported):
         return True  # the model or server lacks what the work needs
     if isinstance(error, RemoteError):
-        # RemoteClient's words: "cannot reach URL ..." when retries could not connect, "URL answered 503: ..."
-        status = re.search(r" answered (\d{3})\b", str(error))
-        return str(error).startswith("cannot reach") or (status is not None and int(status[1]) in UNAVAILABLE_STATUSES)
+        return not error.reachable or error.status in UNAVAILABLE_STATUSES
     return False
 
 

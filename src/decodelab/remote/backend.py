@@ -18,6 +18,7 @@ its StageReport says how much mass that was ("the top 20 hold 93.1%").
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -82,6 +83,7 @@ class RemoteBackend:
         self.client, self.capabilities, self.tokenizer = client, capabilities, tokenizer
         self.vocab_size, self.context_length = vocab_size, context_length
         self.requests = 0  # sent so far (bench/remote.py reads it)
+        self._counting = threading.Lock()  # rows send requests from several threads
         self._text_ids: dict[str, int] | None = None
 
     @property
@@ -142,7 +144,7 @@ class RemoteBackend:
             body["return_tokens_as_token_ids"] = True
         if caps.engine == "llama-cpp-python":
             body["repeat_penalty"] = 1.0  # its default 1.1 would not touch logprobs, but would the token
-        self.requests += 1
+        self.count_request()
         reply = self.client.post("completions", body)
         try:
             logprobs = reply["choices"][0]["logprobs"]
@@ -151,6 +153,10 @@ class RemoteBackend:
         if logprobs is None:
             raise RemoteError(f"{self.engine} answered logprobs: null (is the model loaded with logits_all?)")
         return self.read_logprobs(logprobs)
+
+    def count_request(self) -> None:
+        with self._counting:
+            self.requests += 1
 
     def read_logprobs(self, logprobs: dict) -> list[Position]:
         """A completion's `logprobs`, in the legacy shape or llama.cpp's chat shape, as Positions."""

@@ -23,7 +23,12 @@ MAX_RETRY_WAIT = 30.0  # seconds: a longer Retry-After is waited for this long a
 
 
 class RemoteError(DecodelabError):
-    """The remote server could not be reached, or answered with an error."""
+    """The remote server could not be reached (`status` None), or answered with an error (`status`)."""
+
+    def __init__(self, message: str, status: int | None = None, reachable: bool = True):
+        super().__init__(message)
+        self.status = status  # the HTTP status it answered, when it answered
+        self.reachable = reachable  # False: no connection after every retry
 
 
 class RemoteClient:
@@ -66,7 +71,8 @@ class RemoteClient:
                 if last:
                     raise RemoteError(
                         f"cannot reach {url} ({type(error).__name__}: {error or 'no answer'}) after "
-                        f"{self.retries + 1} tries: is the server running there?"
+                        f"{self.retries + 1} tries: is the server running there?",
+                        reachable=False,
                     ) from None
                 self._wait(attempt, None)
                 continue
@@ -74,7 +80,7 @@ class RemoteClient:
                 self._wait(attempt, response.headers.get("retry-after"))
                 continue
             if response.status_code >= 400:
-                raise RemoteError(f"{url} answered {response.status_code}: {_message(response)}")
+                raise RemoteError(f"{url} answered {response.status_code}: {_message(response)}", response.status_code)
             try:
                 return response.json()
             except ValueError:

@@ -58,7 +58,7 @@ def generate_on_server(
     if caps.engine == "llama-cpp-python":
         body["repeat_penalty"] = 1.0  # its default 1.1 is a sampler decodelab did not ask for
     started = time.monotonic()
-    backend.requests += 1
+    backend.count_request()
     choice = backend.client.post("completions", body)["choices"][0]
     positions = backend.read_logprobs(
         choice.get("logprobs") or {"tokens": [], "token_logprobs": [], "top_logprobs": []}
