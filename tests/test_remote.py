@@ -23,7 +23,7 @@ from decodelab.scoring import score_ids
 from serve_process import decodelab_serve
 
 PROMPT = "The capital of France is"
-CLOSE = 1e-3  # nats: the server computes each step as a prefill of the whole prefix, the local loop from its cache
+CLOSE = 1e-4  # nats: the bar (measured: ~1e-6; the server computes each step as a prefill of the prefix)
 
 
 @pytest.fixture(scope="module")
@@ -222,9 +222,9 @@ def test_llama_cpps_server_greedy_tokens_equal_its_own_greedy_output(bundled):
         for step in far.steps:  # the server's own logprobs, with its top alternatives
             assert step.raw_top[0].id == step.token_id and step.logprob == pytest.approx(math.log(step.raw_top[0].prob))
         first = lm.generate(PROMPT, greedy=True, max_new_tokens=1)  # one step-by-step step: the same distribution
-        assert first.token_ids == far.token_ids[:1] and first.steps[0].logprob == pytest.approx(
-            far.steps[0].logprob, abs=CLOSE
-        )
+        assert first.token_ids == far.token_ids[:1]
+        # llama.cpp's prompt batch and its generation differ by ~1e-4 (Q8 activations in other shapes)
+        assert first.steps[0].logprob == pytest.approx(far.steps[0].logprob, abs=1e-3)
         with pytest.raises(Unsupported, match="echo with logprobs"):
             lm.score("The capital of France is Paris.")
 

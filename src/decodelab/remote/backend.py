@@ -92,7 +92,9 @@ class RemoteBackend:
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.float32
+        # float64: a row holds ~49,000 equal tiny values (the spread rest), and a float32 softmax over them
+        # drifts by ~1e-4 in the reported tokens' logprobs; in float64 they come back as the server sent them
+        return torch.float64
 
     @property
     def device(self) -> torch.device:
@@ -104,7 +106,8 @@ class RemoteBackend:
     def forward(
         self, input_ids: torch.Tensor, cache: RemoteCache | None = None, *, last_only: bool = False
     ) -> torch.Tensor:
-        """(B, T) ids continuing `cache` -> (B, T, V) logits, or (B, 1, V) with `last_only` (module docstring)."""
+        """(B, T) ids continuing `cache` -> (B, T, V) float64 logits, or (B, 1, V) with `last_only` (module
+        docstring)."""
         rows = input_ids.tolist()
         prefixes = [(cache.rows[b] if cache is not None else []) + row for b, row in enumerate(rows)]
         positions = 1 if last_only or len(rows[0]) == 1 else len(rows[0])
@@ -197,11 +200,11 @@ class RemoteBackend:
         unknown = self.vocab_size - len(known)
         rest = 1.0 - mass
         spread = math.log(rest / unknown) if unknown > 0 and rest > 1e-9 else float("-inf")
-        row = torch.full((self.vocab_size,), spread)
+        row = torch.full((self.vocab_size,), spread, dtype=torch.float64)
         ids = torch.tensor(list(known), dtype=torch.long)
         if int(ids.max()) >= self.vocab_size:
             raise BadInput(f"{self.engine} named token {int(ids.max())}, outside the tokenizer's {self.vocab_size}")
-        row[ids] = torch.tensor(list(known.values()), dtype=torch.float32)
+        row[ids] = torch.tensor(list(known.values()), dtype=torch.float64)
         return row
 
 
