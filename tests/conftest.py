@@ -93,3 +93,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """`decodelab serve` on the bundled model as a subprocess, as a user runs it: (root URL, model name, process)."""
+    from serve_process import decodelab_serve
+
+    with decodelab_serve(tmp_path_factory.mktemp("served")) as (url, model, process):
+        yield url, model, process
+
+
+@pytest.fixture(scope="session")
+def remote(served):
+    """The served model driven through its OpenAI API: `decodelab.load("http://.../v1")`."""
+    return decodelab.load(served[0] + "/v1")

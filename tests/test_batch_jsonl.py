@@ -62,17 +62,6 @@ def logprobs(record: dict) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    with decodelab_serve(tmp_path_factory.mktemp("batch")) as (url, model, process):
-        yield url, model, process
-
-
-@pytest.fixture(scope="module")
-def remote(served):
-    return decodelab.load(served[0] + "/v1")
-
-
-@pytest.fixture(scope="module")
 def clean_run(remote, tmp_path_factory):
     """Twelve texts scored on the server, four at a time, in one uninterrupted run: (input file, results)."""
     directory = tmp_path_factory.mktemp("clean")

@@ -26,18 +26,6 @@ PROMPT = "The capital of France is"
 CLOSE = 1e-4  # nats: the bar (measured: ~1e-6; the server computes each step as a prefill of the prefix)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    with decodelab_serve(tmp_path_factory.mktemp("remote")) as (url, model, process):
-        yield url, model, process
-
-
-@pytest.fixture(scope="module")
-def remote(served):
-    url, _, _ = served
-    return decodelab.load(url + "/v1")
-
-
 def test_it_finds_the_server_its_model_and_its_tokenizer(remote, bundled):
     caps = remote.backend.capabilities
     assert (caps.engine, caps.model, caps.echo, caps.id_prompts) == ("decodelab", bundled.name, True, True)
