@@ -159,3 +159,12 @@ def test_to_pandas_without_pandas_is_one_clear_error(bundled, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now raises ImportError
     with pytest.raises(decodelab.DecodelabError, match="pandas is not installed: `pip install pandas`"):
         bundled.tokenize("hi").to_pandas()
+
+
+def test_a_constrained_trace_marks_where_the_grammar_overruled_the_model(bundled):
+    result = bundled.generate("Is the sky blue? Answer:", choice=[" yes", " no"], greedy=True)
+    overruled = [step for step in result.steps if step.overruled_by]
+    page = result._repr_html_()
+    assert overruled and "the constraint forbade it" in page and "top choice was removed" in page
+    plain = bundled.generate("Is the sky blue? Answer:", greedy=True, max_new_tokens=3)._repr_html_()
+    assert "forbade" not in plain and "top choice was removed" not in plain

@@ -26,7 +26,7 @@ from decodelab.beam_records import BeamNode, BeamResult, BeamTree
 from decodelab.compare import METRIC_ROWS, Comparison, Outcome
 from decodelab.distribution import Distribution
 from decodelab.engine import Generation
-from decodelab.records import Result, Step
+from decodelab.records import Result, Step, overruled_note
 from decodelab.scoring import Score, ScoredToken
 from decodelab.tokens import TokenView, visible
 
@@ -40,6 +40,7 @@ CHIP = (
 )
 SPECIAL_CHIP = CHIP + ";border-color:#e6550d;background:#fdd0a2;font-weight:bold"
 BAR = "display:inline-block;height:0.8em;background:#3182bd;vertical-align:middle"
+OVERRULED = "box-shadow:inset 0 -2px #c62828"  # a token where a stage (a grammar) removed the model's top choice
 STATUS_STYLE = {  # beam node status -> its label's style (the plot's colours)
     "root": "font-weight:bold",
     "kept": "background:#c6dbef",
@@ -60,11 +61,15 @@ def shade(prob: float) -> str:
     return f"hsl({round(120 * prob)},75%,82%)"
 
 
-def _legend() -> str:
+def _legend(overruled: bool = False) -> str:
     cells = "".join(
         f'<span style="background:{shade(p)};padding:0 6px">{p:.0%}</span>' for p in (0, 0.25, 0.5, 0.75, 1)
     )
-    return f'<div style="{CAPTION}">shade = probability the token was chosen with: {cells} · hover for details</div>'
+    marked = f' · <span style="{OVERRULED}">red line</span>: the model\'s top choice was removed' if overruled else ""
+    return (
+        f'<div style="{CAPTION}">shade = probability the token was chosen with: {cells}{marked} · hover for details'
+        "</div>"
+    )
 
 
 def _box(body: str, caption: str = "") -> str:
@@ -139,6 +144,8 @@ def _step_title(step: Step) -> str:
     )
     if step.forced:
         title += " · appended by hand"
+    if step.overruled_by is not None and step.raw_top:
+        title += " · " + overruled_note(step.overruled_by, step.raw_top[0].piece)
     alternatives = step.choices(5)
     return title + (f"\nmodel's top: {alternatives}" if alternatives else "")
 
@@ -158,10 +165,12 @@ def steps_html(steps: Sequence[Step]) -> str:
         prob = math.prod(step.prob for step in group)
         title = "\n".join(_step_title(step) for step in group)
         forced = any(step.forced for step in group)
+        overruled = any(step.overruled_by for step in group)  # a stage removed the model's own top choice
         if group[-1] is steps[-1] and group[-1].is_stop:
             spans.append(_token_span(f"⏹{visible(text)}", prob, title, "border:1px dashed #555;font-size:11px"))
         else:
-            spans.append(_token_span(text, prob, title, "text-decoration:underline dotted" if forced else ""))
+            style = ("text-decoration:underline dotted;" if forced else "") + (OVERRULED if overruled else "")
+            spans.append(_token_span(text, prob, title, style))
     return f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.9">{"".join(spans)}</div>'
 
 
@@ -172,7 +181,8 @@ def result_html(result: Result) -> str:
         f"{len(result.steps)} tokens · stopped by {escape(str(result.stop_reason))} · "
         f"log P = {result.logprob:.2f}" + (f" · seed {result.seed}" if result.seed is not None else "")
     )
-    return _box(steps_html(result.steps) + _legend(), caption)
+    overruled = any(step.overruled_by for step in result.steps)
+    return _box(steps_html(result.steps) + _legend(overruled), caption)
 
 
 @views.html.register(Generation)
