@@ -123,11 +123,11 @@ def load_model(args: argparse.Namespace) -> LM:
     from decodelab.loading import load
     from decodelab.remote.loading import is_remote
 
-    remote = {
-        "model": args.served_model,
-        "api_key": args.remote_api_key,
-        "tokenizer": args.tokenizer,
-        "top_logprobs": args.top_logprobs,
+    remote = {  # commands with their own --model (tiny generate) have none of these
+        "model": getattr(args, "served_model", None),
+        "api_key": getattr(args, "remote_api_key", None),
+        "tokenizer": getattr(args, "tokenizer", None),
+        "top_logprobs": getattr(args, "top_logprobs", None),
     }
     if not is_remote(args.model) and (given := [name for name, value in remote.items() if value is not None]):
         flags = {"model": "--served-model", "api_key": args.remote_api_key_flag, "tokenizer": "--tokenizer"}
