@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from decodelab.constraints import Constraint
 from decodelab.errors import BadInput
@@ -123,7 +123,7 @@ def load_model(args: argparse.Namespace) -> LM:
     from decodelab.loading import load
     from decodelab.remote.loading import is_remote
 
-    remote = {  # commands with their own --model (tiny generate) have none of these
+    remote: dict[str, Any] = {  # commands with their own --model (tiny generate) have none of these
         "model": getattr(args, "served_model", None),
         "api_key": getattr(args, "remote_api_key", None),
         "tokenizer": getattr(args, "tokenizer", None),
