@@ -132,30 +132,35 @@ class RemoteBackend:
         # the distribution after id j is the one the entry of token j + 1 was drawn from (its own logprob known too)
         return torch.stack([self._row(entry) for entry in told[len(prefix) + 1 - positions :]])
 
-    def positions(self, prefix: list[int], echo: bool, top: int | None = None) -> list[Position]:
+    def positions(self, prefix: list[int], echo: bool) -> list[Position]:
         """One completion of one token after `prefix`: what the server says of each position it lists."""
+        choice = self.complete(prefix, max_tokens=1, temperature=0, echo=echo)
+        logprobs = choice.get("logprobs")
+        if logprobs is None:
+            raise RemoteError(f"{self.engine} answered logprobs: null (is the model loaded with logits_all?)")
+        return self.read_logprobs(logprobs)
+
+    def complete(self, prompt_ids: list[int], **fields: Any) -> dict:
+        """One /v1/completions request on `prompt_ids` (sent as ids, or as their text where the server takes no
+        ids) with the top-k logprobs named as this server names tokens; `fields` are the request's own
+        (max_tokens, temperature, echo, seed ...). Returns its first choice."""
         caps = self.capabilities
         body: dict[str, Any] = {
             "model": caps.model,
-            "prompt": prefix if caps.id_prompts else self.tokenizer.decode(prefix),
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": top or caps.top_logprobs,
-            "echo": echo,
+            "prompt": prompt_ids if caps.id_prompts else self.tokenizer.decode(prompt_ids),
+            "logprobs": caps.top_logprobs,
+            **fields,
         }
         if caps.token_naming == "token_id":
             body["return_tokens_as_token_ids"] = True
         if caps.engine == "llama-cpp-python":
-            body["repeat_penalty"] = 1.0  # its default 1.1 would not touch logprobs, but would the token
+            body["repeat_penalty"] = 1.0  # its default 1.1 is a sampler decodelab did not ask for
         self.count_request()
         reply = self.client.post("completions", body)
         try:
-            logprobs = reply["choices"][0]["logprobs"]
+            return reply["choices"][0]
         except (KeyError, IndexError, TypeError):
-            raise RemoteError(f"{self.engine} answered a completion without logprobs: {str(reply)[:160]}") from None
-        if logprobs is None:
-            raise RemoteError(f"{self.engine} answered logprobs: null (is the model loaded with logits_all?)")
-        return self.read_logprobs(logprobs)
+            raise RemoteError(f"{self.engine} answered a completion without choices: {str(reply)[:160]}") from None
 
     def count_request(self) -> None:
         with self._counting:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from decodelab.errors import BadInput
 from decodelab.records import Alternative, Result, Step, StopReason
-from decodelab.remote.backend import RemoteBackend
+from decodelab.remote.backend import Position, RemoteBackend
 from decodelab.tokens import readable_piece
 
 if TYPE_CHECKING:
@@ -39,32 +39,19 @@ def generate_on_server(
     backend = lm.backend
     if not isinstance(backend, RemoteBackend):
         raise BadInput(f"generate_on_server needs a model on a server (decodelab.load('http://...')), got {lm.name}")
-    caps = backend.capabilities
     ids = lm.prompt_ids(prompt, chat=chat)
-    body: dict[str, Any] = {
-        "model": caps.model,
-        "prompt": ids if caps.id_prompts else lm.tokenizer.decode(ids),
-        "max_tokens": max_new_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "logprobs": caps.top_logprobs,
-    }
+    fields: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     if seed is not None:
-        body["seed"] = seed
+        fields["seed"] = seed
     if stop:
-        body["stop"] = list(stop)
-    if caps.token_naming == "token_id":
-        body["return_tokens_as_token_ids"] = True
-    if caps.engine == "llama-cpp-python":
-        body["repeat_penalty"] = 1.0  # its default 1.1 is a sampler decodelab did not ask for
+        fields["stop"] = list(stop)
     started = time.monotonic()
-    backend.count_request()
-    choice = backend.client.post("completions", body)["choices"][0]
+    choice = backend.complete(ids, **fields)
     positions = backend.read_logprobs(
         choice.get("logprobs") or {"tokens": [], "token_logprobs": [], "top_logprobs": []}
     )
-    steps = [_step(lm, index, position) for index, position in enumerate(positions)]
     stop_ids = lm.stop_ids(stop)
+    steps = [_step(lm, index, position, stop_ids) for index, position in enumerate(positions)]
     token_ids = [step.token_id for step in steps]
     ended = token_ids and token_ids[-1] in stop_ids
     reason = StopReason("stop_token", token_ids[-1]) if ended else _reason(choice.get("finish_reason"), stop)
@@ -79,7 +66,7 @@ def generate_on_server(
     )
 
 
-def _step(lm: LM, index: int, position) -> Step:
+def _step(lm: LM, index: int, position: Position, stop_ids: frozenset[int]) -> Step:
     if position.token_id is None:
         raise BadInput(
             f"the server named token {index} of its output in a way that names no one token (part of a character?): "
@@ -108,7 +95,7 @@ def _step(lm: LM, index: int, position) -> Step:
         entropy=float("nan"),
         raw_top=top,
         bytes=raw,
-        is_stop=position.token_id in lm.stop_ids(),
+        is_stop=position.token_id in stop_ids,
         special=lm.tokenizer.is_special(position.token_id),
     )
 
