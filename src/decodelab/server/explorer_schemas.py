@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from decodelab.constraints import KEYWORDS, KINDS, Constraint
+from decodelab.constraints import KEYWORDS, KINDS, Constraint, one_line
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig, from_json
 from decodelab.model import make_config
@@ -167,10 +167,7 @@ def _constraint(value: Any) -> Constraint:
         raise BadInput(f"a {kind} constraint's source is text, got {_quote(source)}")
     if kind == "choice" and isinstance(source, str):
         source = _choices(source)
-    try:
-        return getattr(Constraint, kind)(source)
-    except ValueError as error:  # llguidance's own refusals of a schema it cannot read (nesting too deep, ...)
-        raise BadInput(f"the {kind.replace('_', ' ')} constraint does not compile: {error}") from None
+    return getattr(Constraint, kind)(source)  # a source llguidance refuses is one BadInput (constraints.py)
 
 
 def _choices(text: str) -> Any:
@@ -184,13 +181,9 @@ def _choices(text: str) -> Any:
 
 
 def _refusal(message: str, kind: str | None = None) -> APIError:
-    """One line: llguidance's compile errors span several (the grammar echoed, a caret); keep the first and
-    the line that names the fault ("error: unclosed group"). Only a grammar's own text has the line(column)
-    llguidance points at; other kinds are compiled to a grammar the user never sees."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    fault = next((line.removeprefix("error:").strip() for line in lines[1:] if line.startswith("error:")), "")
-    head = lines[0].rstrip(": ")
-    text = f"{head}: {fault}" if fault else head
+    """The library's one-line message (`constraints.one_line`) under config.constraint. Only a grammar's own
+    text has the line(column) llguidance points at; other kinds are compiled to a grammar the user never sees."""
+    text = one_line(message)
     if kind != "grammar":
         text = re.sub(r"\bat \d+\(\d+\): ", "", text)
     if "does not compile" in text:
