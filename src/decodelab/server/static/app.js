@@ -422,6 +422,8 @@ function renderState() {
   page.dist = state.next ? prepareDistribution(state.next) : null;
   page.version += 1;
   renderBars();
+  // Other panels (views.js) redraw from page.state when it changes.
+  document.dispatchEvent(new CustomEvent("decodelab:state", { detail: { state, secret: page.secret } }));
 }
 
 // Why a step is marked: the stage that removed the model's own top choice (a grammar forbidding it, ...).

@@ -1,0 +1,2 @@
+"use strict";
+// The learner views: filled in by issue #18.
