@@ -92,3 +92,40 @@ def test_stop_reason_and_bad_input(bundled):
         session.append(10**9)
     with pytest.raises(decodelab.DecodelabError, match="can undo"):
         session.undo(len(session.steps) + 1)
+
+
+def test_how_chosen_says_forced_greedy_or_sampled_with_the_draws_seed(bundled):
+    from decodelab.decoding import draw_seed
+
+    session = bundled.session("Once upon a time", seed=5, temperature=0.8)
+    session.step()
+    session.configure(greedy=True)
+    session.step()
+    session.append(" there")
+    sampled, greedy, forced = (session.how_chosen(i) for i in range(3))
+    assert sampled.to_dict() == {
+        "how": "sampled",
+        "draw": 0,
+        "seed": draw_seed(5, 0),
+        "settings": {"temperature": 0.8},
+    }
+    assert greedy.how == "greedy" and greedy.draw == 1 and greedy.draw_seed is None
+    assert greedy.settings() == {"temperature": 0.8, "greedy": True}
+    assert forced.how == "forced" and forced.draw is None and forced.draw_seed is None
+
+
+def test_redo_after_undo_brings_back_the_same_tokens(bundled):
+    session = bundled.session("Once upon a time", seed=3, top_p=0.9)
+    for _ in range(3):
+        session.step()
+    session.append(" dragons")
+    session.step()
+    made, entries = session.token_ids, session.save()["tokens"]
+    session.undo(4)
+    for entry in entries[1:]:
+        session.redo(entry)
+    assert session.token_ids == made
+    session.undo(1)
+    with pytest.raises(decodelab.DecodelabError, match="saved 7, got"):
+        session.redo({**entries[-1], "id": 7})
+    assert session.token_ids == made[:-1]  # the diverging step was taken back

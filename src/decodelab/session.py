@@ -1,14 +1,17 @@
-"""`Session`: step through a generation by hand — look, step, force a token, fork, undo, save, replay.
+"""`Session`: step through a generation by hand — look, step, force a token, fork, undo, redo, save, replay.
 
 Sampled draws are seeded by (session seed, draw number), and the draw number of every step is kept in
 the saved trace, so `Session.replay(lm, session.save())` reproduces the same tokens exactly. A session
-that only steps makes the same draws as `lm.generate` with the same seed.
+that only steps makes the same draws as `lm.generate` with the same seed. `how_chosen(i)` says how step i
+was made (forced, greedy or sampled, its draw and config); `redoing` makes a saved token again (redo after undo).
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +28,43 @@ from decodelab.samplers import History
 from decodelab.text_tracking import TextTracker
 from decodelab.tokens import readable_piece
 from decodelab.work import Work, run_alone
+
+
+@dataclass(frozen=True)
+class HowChosen:
+    """How a session's step was made: forced (appended, no draw), or chosen by draw number `draw` under `config`
+    (greedy: the argmax; sampled: a draw seeded by `draw_seed(seed, draw)`)."""
+
+    draw: int | None  # None: a forced token
+    config: GenerationConfig  # the config in effect for that step
+    seed: int  # the session's seed
+
+    @property
+    def how(self) -> str:
+        """One of "forced", "greedy", "sampled"."""
+        if self.draw is None:
+            return "forced"
+        return "greedy" if self.config.is_greedy else "sampled"
+
+    @property
+    def draw_seed(self) -> int | None:
+        """The seed of a sampled step's draw (the same seed and draw number give the same token); else None."""
+        return draw_seed(self.seed, self.draw) if self.how == "sampled" and self.draw is not None else None
+
+    def settings(self) -> dict[str, Any]:
+        """The config values that differ from GenerationConfig's defaults (the session's seed aside)."""
+        defaults = _default_config_values()
+        return {
+            name: value for name, value in self.config.to_dict().items() if name != "seed" and value != defaults[name]
+        }
+
+    def to_dict(self) -> dict:
+        return {"how": self.how, "draw": self.draw, "seed": self.draw_seed, "settings": self.settings()}
+
+
+@functools.cache
+def _default_config_values() -> dict[str, Any]:
+    return GenerationConfig().to_dict()
 
 
 class Session:
@@ -130,6 +170,10 @@ class Session:
         del self.steps[-count:], self._draws[-count:], self._configs[-count:]
         return removed
 
+    def how_chosen(self, index: int) -> HowChosen:
+        """How step `index` was made: forced, greedy or sampled, by which draw, under which config."""
+        return HowChosen(self._draws[index], self._configs[index], self.seed)
+
     def fork(self) -> Session:
         """An independent copy to explore another branch from here."""
         twin = object.__new__(Session)
@@ -152,22 +196,41 @@ class Session:
     @classmethod
     def replay(cls, model: Decoder | HasDecoder, saved: dict) -> Session:
         """Rebuild a saved session by redoing its draws with its seed; fails loudly if anything diverges."""
+        return run_alone(cls.replaying(model, saved))
+
+    @classmethod
+    def replaying(cls, model: Decoder | HasDecoder, saved: dict) -> Generator[Work, None, Session]:
+        """`replay` as a loop of model work (see `stepping`): the server replays a trace batched with others."""
         config = GenerationConfig.from_dict({**saved["config"], "seed": saved["seed"]})
         session = cls(model, saved["prompt_ids"], config)
         for index, token in enumerate(saved["tokens"]):
-            values = {**token.get("config", saved["config"]), "seed": saved["seed"]}
-            session.configure(GenerationConfig.from_dict(values))
-            if token["draw"] is None:
-                session.append(token["id"])
-            else:
-                session._next_draw = max(session._next_draw, token["draw"] + 1)
-                step = run_alone(session._advancing(None, token["draw"]))
-                if step.token_id != token["id"]:
-                    raise DecodelabError(
-                        f"replay diverged at token {index}: saved {token['id']}, got {step.token_id} "
-                        "(a different model or decodelab version?)"
-                    )
+            try:
+                yield from session.redoing(token, config)
+            except DecodelabError as error:
+                raise type(error)(f"replay diverged at token {index}: {error}") from None
         return session
+
+    def redo(self, token: dict, config: GenerationConfig | None = None) -> Step:
+        """Make a saved token again (see `redoing`): after `undo`, `redo` of the removed tokens' `save()` entries
+        brings back the very same tokens."""
+        return run_alone(self.redoing(token, config))
+
+    def redoing(self, token: dict, config: GenerationConfig | None = None) -> Generator[Work, None, Step]:
+        """Make a saved token again: `token` is an entry of `save()`'s tokens, {id, draw, config?}, made under its
+        own config or else `config` (default: the session's). A forced one (draw None) is appended; a drawn one
+        is chosen by its draw number, so the same token comes back. One that does not is taken back and raises."""
+        if "config" in token:
+            config = GenerationConfig.from_dict({**token["config"], "seed": self.seed})
+        if config is not None and config != self.config:
+            self.configure(config)
+        if token["draw"] is None:
+            return (yield from self.appending(token["id"]))
+        self._next_draw = max(self._next_draw, token["draw"] + 1)
+        step = yield from self._advancing(None, token["draw"])
+        if step.token_id != token["id"]:
+            self.undo(1)
+            raise DecodelabError(f"saved {token['id']}, got {step.token_id} (a different model or decodelab version?)")
+        return step
 
     def _advancing(self, forced: int | None, draw: int | None) -> Generator[Work, None, Step]:
         if self._state.room == 0:
