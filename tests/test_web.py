@@ -71,7 +71,7 @@ def start(page, url: str, prompt: str, chat: bool = False) -> None:
         page.check("#chat")
     page.click("#start")
     settle(page)
-    expect(page.locator(".bar-row")).to_have_count(20)
+    expect(page.locator("button.bar-row")).to_have_count(20)
 
 
 def settle(page) -> None:
@@ -83,7 +83,7 @@ def bars(page, source: str = "page") -> list[dict]:
     """The bars as the page shows them: id, rank, raw and post-chain probability (computed by `source`)."""
     expect(page.locator("#bars")).to_have_attribute("data-source", source)
     return page.eval_on_selector_all(
-        ".bar-row",
+        "button.bar-row",
         """rows => rows.map(row => ({
         id: Number(row.dataset.id), rank: Number(row.dataset.rank),
         raw: Number(row.dataset.raw), post: Number(row.dataset.post)}))""",
@@ -160,7 +160,7 @@ def test_explorer_walkthrough(server, page):
     page.fill("#top-k", "0")
 
     # Click a candidate that is not the model's first choice: the text grows by exactly that token.
-    second = page.locator(".bar-row").nth(1)
+    second = page.locator("button.bar-row").nth(1)
     piece = second.locator(".piece").text_content().replace("␣", " ")
     second.click()
     settle(page)
@@ -429,7 +429,7 @@ def test_errors_show_on_one_line(server, page):
     page.click("#start")
     settle(page)
     expect(page.locator("#error")).to_be_hidden()
-    expect(page.locator(".bar-row")).to_have_count(20)
+    expect(page.locator("button.bar-row")).to_have_count(20)
 
 
 def test_api_key_flow(bundled, page):
@@ -448,7 +448,7 @@ def test_api_key_flow(bundled, page):
         page.fill("#prompt", "Hi")
         page.click("#start")
         settle(page)
-        expect(page.locator(".bar-row")).to_have_count(20)
+        expect(page.locator("button.bar-row")).to_have_count(20)
         page.reload()  # the key is remembered
         expect(page.locator("#model-info")).to_contain_text("SmolLM2")
         assert page.evaluate("localStorage.getItem('decodelab-api-key')") == "sekret"
@@ -521,9 +521,12 @@ def test_a_choice_constraint_strikes_out_what_it_forbids_and_the_output_matches(
     summary = page.locator("#dist-summary")
     report = page.evaluate("decodelab.page.server.reply.constraint")
     assert report["kept"] == len(allowed) and report["removed_top"] and 0.5 < report["removed_mass"] < 0.999
-    expect(summary).to_contain_text(
-        f"constraint (choice) → {len(allowed)} (removes {100 * report['removed_mass']:.1f}% of the raw mass)"
+    stage = page.locator("#pipeline li[data-stage=constraint]")  # the chain drawn as a pipeline
+    expect(stage.locator(".stage-name")).to_have_text("constraint (choice)")
+    expect(stage.locator(".kept")).to_have_text(
+        f"keeps {len(allowed)} · removes {100 * report['removed_mass']:.1f}% of the raw mass"
     )
+    expect(summary).to_contain_text(f"{len(allowed)} of 49,152 tokens possible")
     expect(page.locator("#constraint-status")).to_have_text("applied")
 
     # Clicking a struck-out token asks to force it: the server refuses, in words, and nothing is appended.

@@ -37,8 +37,9 @@ function prepareDistribution(next) {
   const position = new Uint32Array(logits.length); // id -> place in `order`
   for (let j = 0; j < order.length; j++) position[order[j]] = j;
   const pieces = new Map(next.top.map((c) => [c.id, c.piece]));
+  const bytes = new Map(next.top.map((c) => [c.id, c.bytes ? Uint8Array.from(c.bytes) : pieceBytes(c.piece)]));
   const raw = runChain({ logits, order, position }, { greedy: false, stages: [] });
-  return { logits, order, position, pieces, raw, partial, entropy: next.entropy, top: next.top };
+  return { logits, order, position, pieces, bytes, raw, partial, entropy: next.entropy, top: next.top };
 }
 
 // The working state of one chain run. Every local stage only removes tokens from the low end of the ranking
@@ -76,6 +77,8 @@ class Chain {
     this.keep(n);
   }
 }
+
+const MARKED = 64; // top-p reports the cumulative mass of this many tokens, the most the bars show
 
 // The stages this page runs itself, by stage name: the settings each reads, and how it narrows the chain.
 // A stage declaring settings beyond these is left to the server (the page would not know what they mean).
@@ -127,7 +130,11 @@ const LOCAL_STAGES = {
         if (tail > limit) break;
         kept = j;
       }
+      // The cumulative mass of the first MARKED tokens, as this stage saw it: the bars draw it as a line.
+      const cumulative = new Float64Array(Math.min(MARKED, chain.kept));
+      for (let j = 0, sum = 0; j < cumulative.length; j++) cumulative[j] = sum += p(j);
       chain.keep(kept);
+      return { threshold: top_p, cumulative };
     },
   },
   // Min-p: drop tokens whose probability is below min_p times the top token's; the top token stays.
@@ -137,6 +144,7 @@ const LOCAL_STAGES = {
       const p = chain.softmax();
       const threshold = min_p * p(0);
       chain.keepWhile((j) => p(j) >= threshold);
+      return { threshold }; // a probability, in the distribution this stage saw
     },
   },
   // Epsilon cutoff: keep tokens with p >= epsilon; the top token stays.
@@ -173,7 +181,8 @@ function runsLocally(stage) {
 // The chain over one distribution. `plan` = {greedy, stages: [{name, values: {setting: value}}]}: the stages
 // that are on, in order (app.js `chainPlan`; greedy leaves out the warpers). Every stage must run locally.
 // On a remote model (`dist.partial`) the `reported` stage runs first. Returns {kept, greedy, stages: [{name,
-// kept}], prob(id)} — prob is the softmax of the final logits.
+// kept, threshold?, cumulative?}], prob(id), entropy} — prob is the softmax of the final logits, entropy its
+// entropy in nats (0 for greedy).
 function runChain(dist, plan) {
   const { order, position } = dist;
   const chain = new Chain(dist);
@@ -186,15 +195,20 @@ function runChain(dist, plan) {
   for (const stage of plan.stages) {
     const local = LOCAL_STAGES[stage.name];
     if (!local) throw new Error(`the page does not run the ${stage.name} stage: ask the server`);
-    local.run(chain, stage.values);
-    stages.push({ name: stage.name, kept: chain.kept });
+    const marks = local.run(chain, stage.values); // top-p and min-p say where they cut (for the bars)
+    stages.push({ name: stage.name, kept: chain.kept, ...marks });
   }
   if (plan.greedy) {
     // Greedy takes the argmax of what is left: every local stage keeps the top token, so order[0].
-    return { kept: 1, greedy: true, stages: [...stages, { name: "greedy", kept: 1 }],
+    return { kept: 1, greedy: true, stages: [...stages, { name: "greedy", kept: 1 }], entropy: 0,
       prob: (id) => (id === order[0] ? 1 : 0) };
   }
   const p = chain.softmax();
   const kept = chain.kept;
-  return { kept, greedy: false, stages, prob: (id) => (position[id] < kept ? p(position[id]) : 0) };
+  let entropy = 0;
+  for (let j = 0; j < kept; j++) {
+    const pj = p(j);
+    if (pj > 0) entropy -= pj * Math.log(pj);
+  }
+  return { kept, greedy: false, stages, entropy, prob: (id) => (position[id] < kept ? p(position[id]) : 0) };
 }
