@@ -206,9 +206,11 @@ def test_beam_tree_best_beam_is_the_librarys_beam_search(server, page, bundled, 
         "nodes => nodes.map(n => [Number(n.dataset.step), Number(n.dataset.token)])",
     )
     assert [token for _, token in sorted(best)] == result.sequences[0].token_ids
-    assert json.loads(page.locator("#lv-beam-info").get_attribute("data-ids")) == result.sequences[0].token_ids
+    assert json.loads(page.locator("#lv-beam-best").get_attribute("data-ids")) == result.sequences[0].token_ids
     statuses = page.eval_on_selector_all("#lv-beam-box .lv-node", "nodes => nodes.map(n => n.dataset.status)")
     assert statuses == [node.status for node in result.tree.nodes]  # every node, with its fate
+    page.locator("#lv-beam-box .lv-node.lv-best:not(.lv-root)").last.click()  # a tap tells a node's numbers
+    expect(page.locator("#lv-beam-info")).to_contain_text("on the best beam")
     fits_viewport(page)
     page.locator("#learner-views").screenshot(path=artifacts / f"views-beam-{page.viewport_name}.png")
 
@@ -257,10 +259,6 @@ def test_korean_reads_as_hangul(server, page, artifacts):
     page.locator("#learner-views").screenshot(path=artifacts / f"views-korean-{page.viewport_name}.png")
 
 
-@pytest.mark.xfail(
-    reason="the step table (app.js, style.css: #18's phone layout, another change) is still wider than 390 px",
-    strict=False,
-)
 def test_the_page_does_not_scroll_sideways_on_a_phone(server, browser):
     context = browser.new_context(viewport=VIEWPORTS["phone"])
     page = context.new_page()

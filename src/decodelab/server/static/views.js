@@ -5,7 +5,8 @@
 //   the model's distribution at that step (Step.entropy), as an SVG chart; hover, tap or arrow keys pick a step.
 // - Methods from here: POST /api/compare from the current position (the prompt and every step so far), the
 //   continuations side by side, with the page's own settings as one of the strategies.
-// - Beam tree from here: POST /api/beam from the same position; every candidate the search ranked, by step.
+// - Beam tree from here: POST /api/beam from the same position; every candidate the search ranked, by step
+//   (beam-tree.js draws it).
 //
 // Both requests send the position as token ids; a server whose /api/compare and /api/beam take only text
 // (400 on `prompt`) gets the session's full text instead, re-tokenized there, and the panel says so.
@@ -16,7 +17,6 @@
 
   const SVG = "http://www.w3.org/2000/svg";
   const CHART = { height: 190, left: 40, right: 44, top: 12, bottom: 30, minStep: 9 };
-  const TREE = { column: 118, row: 26, nodeWidth: 106, nodeHeight: 20, pad: 8 };
   // The methods every comparison runs (compare's strategy words); the page's settings are added as "yours".
   const METHODS = "greedy; beam:4; temperature:0.7; top_k:40; top_p:0.9; min_p:0.05";
   const EXPLAIN = {
@@ -33,10 +33,11 @@
   const app = () => window.decodelab && window.decodelab.page;
   const byId = (id) => document.getElementById(id);
 
-  function node(tag, className, text) {
+  function node(tag, className, text, id) {
     const made = document.createElement(tag);
     if (className) made.className = className;
     if (text !== undefined) made.textContent = text;
+    if (id) made.id = id;
     return made;
   }
 
@@ -109,70 +110,43 @@
     return state.steps.map((step, i) => ({ piece: visible(step.piece), hint: hints[i] }));
   }
 
-  // The text a token completes after `before` (bytes): its own when whole, the character its last byte ends
-  // when it finishes one begun earlier, null when it ends partway through a character.
-  function completes(before, bytes) {
-    const stream = new Uint8Array(before.length + bytes.length);
-    stream.set(before);
-    stream.set(bytes, before.length);
-    let begin = before.length;
-    while (begin > 0 && (stream[begin] & 0xc0) === 0x80) begin--;
-    const text = new TextDecoder().decode(stream.subarray(begin));
-    return text.includes("\ufffd") ? null : text;
-  }
-
   // ---------- the panels ----------
 
   function build() {
     const root = byId("learner-views");
     if (!root) return null;
-    root.replaceChildren();
-    const chart = panel("lv-chart-panel", "Step by step",
-      "each chosen token's probability (after the chain and raw) and the entropy of the model's distribution");
+    const empty = (tag, className, id) => node(tag, className, undefined, id);
     const legend = node("div", "lv-legend");
     for (const [kind, text] of [["chain", "chosen token, after the chain"], ["raw", "chosen token, raw"],
       ["entropy", "entropy (nats, right axis)"]]) {
-      const item = node("span", "lv-key");
-      item.append(node("span", `lv-swatch lv-${kind}`), text);
-      legend.append(item);
+      const key = node("span", "lv-key");
+      key.append(node("span", `lv-swatch lv-${kind}`), text);
+      legend.append(key);
     }
-    chart.append(legend, scrollBox("lv-chart"), line("lv-chart-info", "lv-info"));
-
-    const compare = panel("lv-compare-panel", "Methods from here",
-      "decoding methods side by side, each continuing the current text");
-    compare.append(controls("lv-compare", "Compare methods from here",
-      [["lv-compare-n", "tokens", 12, 1, 64]]), line("lv-compare-status", "lv-status"), scrollBox("lv-compare-box"));
-
-    const beam = panel("lv-beam-panel", "Beam tree from here",
-      "every candidate beam search ranked; kept beams bold, pruned ones faded, ★ the best");
-    beam.append(controls("lv-beam", "Beam tree from here",
-      [["lv-beam-k", "beams", 3, 2, 8], ["lv-beam-n", "tokens", 6, 1, 16]]),
-    line("lv-beam-status", "lv-status"), scrollBox("lv-beam-box"), line("lv-beam-info", "lv-info"));
-    root.append(chart, compare, beam);
+    root.replaceChildren(
+      panel("lv-chart-panel", "Step by step",
+        "each chosen token's probability (after the chain and raw) and the entropy of the model's distribution",
+        legend, empty("div", "lv-scroll", "lv-chart"), empty("p", "lv-info", "lv-chart-info")),
+      panel("lv-compare-panel", "Methods from here", "decoding methods side by side, each continuing the current text",
+        controls("lv-compare", "Compare methods from here", [["lv-compare-n", "tokens", 12, 1, 64]]),
+        empty("p", "lv-status", "lv-compare-status"), empty("div", "lv-scroll", "lv-compare-box")),
+      panel("lv-beam-panel", "Beam tree from here",
+        "every candidate beam search ranked; kept beams bold, pruned ones faded, ★ the best",
+        controls("lv-beam", "Beam tree from here",
+          [["lv-beam-k", "beams", 3, 2, 8], ["lv-beam-n", "tokens", 6, 1, 16]]),
+        empty("p", "lv-status", "lv-beam-status"), empty("div", "lv-scroll", "lv-beam-box"),
+        empty("p", "lv-info", "lv-beam-best"), empty("p", "lv-info", "lv-beam-info")));
     byId("lv-compare").addEventListener("click", () => run("compare", runCompare));
     byId("lv-beam").addEventListener("click", () => run("beam", runBeam));
     return root;
   }
 
-  function panel(id, title, subtitle) {
-    const box = node("div", "panel lv-panel");
-    box.id = id;
+  function panel(id, title, subtitle, ...content) {
     const heading = node("div", "panel-title", title);
     heading.append(" ", node("span", "muted", `— ${subtitle}`));
-    box.append(heading);
+    const box = node("div", "panel lv-panel", undefined, id);
+    box.append(heading, ...content);
     return box;
-  }
-
-  function scrollBox(id) {
-    const box = node("div", "lv-scroll");
-    box.id = id;
-    return box;
-  }
-
-  function line(id, className) {
-    const made = node("p", className);
-    made.id = id;
-    return made;
   }
 
   function controls(buttonId, label, numbers) {
@@ -281,9 +255,9 @@
       svg("text", { x: width - 8, y: top + plot / 2, class: "lv-axis lv-entropy-text", "text-anchor": "middle",
         transform: `rotate(90 ${width - 8} ${top + plot / 2})` }, "entropy"));
 
-    const series = [
-      ["raw", (step) => step.raw_prob, yProb],
+    const series = [ // raw (dashed) over the chain's line: where they are equal both stay visible
       ["chain", (step) => step.prob, yProb],
+      ["raw", (step) => step.raw_prob, yProb],
       ["entropy", (step) => step.entropy, yEntropy],
     ];
     for (const [kind, value, y] of series) {
@@ -380,7 +354,9 @@
       row.append(node("th", "", name));
       for (const outcome of outcomes) {
         const cell = node("td", className || "lv-num", show(outcome));
-        if (className) Object.assign(cell.dataset, { strategy: outcome.strategy, ids: JSON.stringify(outcome.token_ids) });
+        if (className) {
+          Object.assign(cell.dataset, { strategy: outcome.strategy, ids: JSON.stringify(outcome.token_ids) });
+        }
         row.append(cell);
       }
       table.tBodies[0].append(row);
@@ -391,82 +367,24 @@
   // ---------- 3. the beam tree ----------
 
   async function runBeam(state) {
+    if (!window.decodelabBeamTree) throw new Error("beam-tree.js is not loaded: index.html needs its script tag");
     const body = { num_beams: readNumber("lv-beam-k"), max_new_tokens: readNumber("lv-beam-n") };
     const { reply, asText } = await fromPosition("/api/beam", body, state);
     return () => {
-      drawTree(reply, state);
-      const best = reply.sequences[0];
+      // the position's last bytes: a node may finish a character they begin
+      const tail = [...state.prompt.tokens, ...state.steps].slice(-3).map((token) => Array.from(tokenBytes(token)));
+      const pick = (text) => status("lv-beam-info", text);
+      const tree = window.decodelabBeamTree.draw(reply.tree, Uint8Array.from(tail.flat()), pick);
+      byId("lv-beam-box").replaceChildren(tree);
+      const ended = reply.tree.stop_reason.replaceAll("_", " ");
       status("lv-beam-status", `${body.num_beams} beams, ${body.max_new_tokens} tokens ${fromWhere(state, asText)} · ` +
-        `the model's own log-probabilities (no sampler settings) · ended: ${reply.tree.stop_reason.replaceAll("_", " ")}`);
-      const info = byId("lv-beam-info");
-      info.textContent = best ? `★ best: “${best.text}” · score ${best.score.toFixed(3)}` : "no finished beam";
-      info.dataset.ids = JSON.stringify(best ? best.token_ids : []);
+        `the model's own log-probabilities (no sampler settings) · ended: ${ended}`);
+      const best = reply.sequences[0];
+      const line = byId("lv-beam-best");
+      line.textContent = best ? `★ best: “${best.text}” · score ${best.score.toFixed(3)}` : "no beam finished";
+      line.dataset.ids = JSON.stringify(best ? best.token_ids : []);
+      status("lv-beam-info", "tap a node for its numbers");
     };
-  }
-
-  function drawTree(reply, state) {
-    const nodes = reply.tree.nodes;
-    const best = new Set();
-    for (let at = reply.tree.returned.length ? reply.tree.returned[0] : null; at !== null; at = nodes[at].parent_id) {
-      best.add(at);
-    }
-    // Each node's bytes along its path, after the position's last bytes (a character may span the boundary).
-    const tail = [...state.prompt.tokens, ...state.steps].slice(-3).map(tokenBytes);
-    const before = new Map([[0, Uint8Array.from(tail.flatMap((bytes) => Array.from(bytes)))]]);
-    const rowOf = new Map([[0, 0]]);
-    const counts = [];
-    for (const item of nodes.slice(1)) { // nodes come step by step, best first within a step
-      counts[item.step] = (counts[item.step] || 0) + 1;
-      rowOf.set(item.id, counts[item.step] - 1);
-    }
-    const { column, row, nodeWidth, nodeHeight, pad } = TREE;
-    const height = pad * 2 + Math.max(1, ...counts) * row;
-    const width = pad * 2 + (counts.length + 1) * column;
-    const at = (item) => ({ x: pad + (item.step + 1) * column, y: pad + rowOf.get(item.id) * row });
-    const tree = svg("svg", { width, height, class: "lv-tree-svg" });
-    const edges = svg("g", { class: "lv-edges" });
-    tree.append(edges);
-    for (const item of nodes) {
-      const where = at(item);
-      const bytes = item.parent_id === null ? new Uint8Array() : pieceBytes(item.piece);
-      const context = before.get(item.parent_id ?? 0) || new Uint8Array();
-      before.set(item.id, Uint8Array.from([...context, ...bytes].slice(-12)));
-      const spelled = item.parent_id === null ? null : completes(context, bytes);
-      const label = item.parent_id === null ? "here"
-        : spelled !== null && spelled !== new TextDecoder().decode(bytes) ? `→${visible(spelled)}` : visible(item.piece);
-      const classes = `lv-node lv-${item.status}${best.has(item.id) ? " lv-best" : ""}`;
-      const group = svg("g", { class: classes, transform: `translate(${where.x},${where.y})`, "data-node": item.id,
-        "data-token": item.token_id ?? "", "data-step": item.step, "data-status": item.status });
-      group.append(svg("rect", { width: nodeWidth, height: nodeHeight, rx: 4 }),
-        svg("text", { x: 5, y: 14, class: "lv-node-piece" }, label.length > 8 ? `${label.slice(0, 7)}…` : label));
-      if (item.parent_id !== null) {
-        group.append(svg("text", { x: nodeWidth - 4, y: 14, class: "lv-node-logprob", "text-anchor": "end" },
-          item.logprob.toFixed(2)));
-        const from = at(nodes[item.parent_id]);
-        const y1 = from.y + nodeHeight / 2;
-        const y2 = where.y + nodeHeight / 2;
-        const x1 = from.x + nodeWidth;
-        const mid = (x1 + where.x) / 2;
-        edges.append(svg("path", { class: `lv-edge lv-${item.status}${best.has(item.id) ? " lv-best" : ""}`,
-          d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${where.x},${y2}` }));
-      }
-      const text = nodeText(item, label, best.has(item.id));
-      group.append(svg("title", {}, text));
-      group.addEventListener("click", () => {
-        byId("lv-beam-info").textContent = text;
-      });
-      tree.append(group);
-    }
-    byId("lv-beam-box").replaceChildren(tree);
-  }
-
-  function nodeText(item, label, isBest) {
-    if (item.parent_id === null) return "the current position: every beam starts here";
-    return `step ${item.step + 1}, rank ${item.rank + 1}: “${visible(item.piece)}”` +
-      (label.startsWith("→") ? ` (completes “${label.slice(1)}”)` : "") +
-      ` · log-prob ${item.logprob.toFixed(3)} · beam total ${item.cum_logprob.toFixed(3)} · ${item.status}` +
-      (item.note ? ` (${item.note})` : "") + (item.score !== null ? ` · score ${item.score.toFixed(3)}` : "") +
-      (isBest ? " · on the best beam ★" : "");
   }
 
   // ---------- wiring ----------
@@ -475,7 +393,8 @@
     if (state.id !== views.stateId) { // another session: the old comparisons are not about this text
       views.stateId = state.id;
       for (const id of ["lv-compare-box", "lv-beam-box"]) byId(id).replaceChildren();
-      for (const id of ["lv-compare-status", "lv-beam-status", "lv-beam-info"]) status(id, "");
+      for (const id of ["lv-compare-status", "lv-beam-status", "lv-beam-best", "lv-beam-info"]) status(id, "");
+      delete byId("lv-beam-best").dataset.ids;
     }
     drawChart(state);
     updateButtons();
