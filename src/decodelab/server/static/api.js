@@ -48,14 +48,35 @@ async function refusal(path, response) {
   return new ApiError(message || `${path} failed with HTTP ${response.status}`, response.status);
 }
 
+// JSON with its whole numbers kept exact: a seed is 62 bits, past a double's 53, so an unsafe integer stays its
+// digits (JSON.rawJSON: read with wholeNumber, and written back exactly by JSON.stringify).
+function parseJson(text) {
+  if (typeof JSON.rawJSON !== "function") return JSON.parse(text);
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
+      ? JSON.rawJSON(context.source) : value);
+}
+
+function wholeNumber(value) {
+  return value && value.rawJSON !== undefined ? value.rawJSON : String(value);
+}
+
 async function api(path, body, method, secret = page.secret) {
   const response = await send(path, body, method, secret);
   if (!response.ok) throw await refusal(path, response);
+  const text = await response.text();
   try {
-    return await response.json();
+    return parseJson(text);
   } catch (error) {
     return null;
   }
+}
+
+// The answer's text as the server sent it (a trace to save: its numbers exactly).
+async function apiText(path, secret = page.secret) {
+  const response = await send(path, undefined, "GET", secret);
+  if (!response.ok) throw await refusal(path, response);
+  return response.text();
 }
 
 // POST `body` and read the reply's events: onEvent(payload) per `data:` frame until `data: [DONE]`. A server
@@ -64,7 +85,7 @@ async function apiStream(path, body, { secret = page.secret, signal, onEvent }) 
   const response = await send(path, body, "POST", secret, signal);
   if (!response.ok) throw await refusal(path, response);
   if (!(response.headers.get("content-type") || "").includes("text/event-stream")) {
-    return { reply: await response.json() };
+    return { reply: parseJson(await response.text()) };
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -83,7 +104,7 @@ async function apiStream(path, body, { secret = page.secret, signal, onEvent }) 
         reader.cancel().catch(() => {});
         return {};
       }
-      const payload = JSON.parse(data);
+      const payload = parseJson(data);
       if (payload.error) throw new ApiError(payload.error.message || String(payload.error), 0);
       onEvent(payload);
     }

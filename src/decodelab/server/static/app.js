@@ -134,7 +134,7 @@ async function undo() {
 
 function renderCounts(state) {
   $("counts").textContent = `— ${state.prompt.ids.length} prompt tokens + ${state.steps.length} generated` +
-    (state.seed !== undefined && state.seed !== null ? ` · seed ${state.seed}` : "");
+    (state.seed !== undefined && state.seed !== null ? ` · seed ${wholeNumber(state.seed)}` : "");
 }
 
 function renderState() {

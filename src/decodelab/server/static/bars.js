@@ -236,10 +236,11 @@ function cutMarks(chain) {
   for (const stage of chain.stages) {
     if (stage.name === "top_p" && stage.threshold !== undefined) {
       marks.push({ at: stage.kept, cumulative: stage.cumulative, threshold: stage.threshold,
-        text: `top-p ${stage.threshold}: the tokens above hold ${percent(stage.threshold)} of the mass; it cuts here` });
+        text: `top-p ${stage.threshold} cuts here: the tokens above are the fewest that hold ${percent(stage.threshold)} ` +
+          "of the mass (as it saw it)" });
     } else if (stage.name === "min_p" && stage.threshold !== undefined) {
       marks.push({ at: stage.kept,
-        text: `min-p: below here p < ${percent(stage.threshold)} (its setting × the top token's p); it cuts here` });
+        text: `min-p cuts here: below, p < ${percent(stage.threshold)} (its setting × the top token's p)` });
     }
   }
   return marks;

@@ -135,9 +135,10 @@ function pageConfig() {
 function seedValue() {
   const text = $("seed").value.trim();
   if (!text) return null;
+  if (!/^\d+$/.test(text)) throw new ApiError(`the seed must be a whole number from 0, got ${text}`, 0);
   const seed = Number(text);
-  if (!Number.isInteger(seed) || seed < 0) throw new ApiError(`the seed must be a whole number from 0, got ${text}`, 0);
-  return seed;
+  // past 2**53 a double would change it: sent as its digits
+  return Number.isSafeInteger(seed) || typeof JSON.rawJSON !== "function" ? seed : JSON.rawJSON(text);
 }
 
 // The stages that are on, in order, with their settings; greedy leaves out the warpers (as the server does).

@@ -79,12 +79,16 @@ function howNode(step) {
   const how = step.how || (step.forced ? "forced" : "");
   const node = element("span", "how-cell");
   node.append(element("span", `how-tag ${how}`, how || "?"));
-  const settings = Object.entries(step.settings || {}).map(([name, value]) =>
-    name === "constraint" && value ? `constraint (${stageName(value.kind)})` : `${stageName(name)} ${value}`);
+  const settings = Object.entries(step.settings || {}).filter(([name]) => name !== "greedy").map(([name, value]) =>
+    name === "constraint" && value ? `constraint (${stageName(value.kind)})`
+      : `${stageName(name)} ${typeof value === "object" ? JSON.stringify(value) : value}`);
   if (settings.length) node.append(element("span", "how-settings", settings.join(", ")));
-  if (step.seed !== undefined && step.seed !== null) node.append(element("span", "how-seed", `seed ${step.seed}`));
+  const seed = step.seed === undefined || step.seed === null ? null : wholeNumber(step.seed);
+  if (seed !== null) {
+    node.append(element("span", "how-seed", `seed ${seed.length > 10 ? `${seed.slice(0, 4)}…${seed.slice(-4)}` : seed}`));
+  }
   node.title = `${how || "step"}` + (settings.length ? ` under ${settings.join(", ")}` : " under the defaults") +
-    (step.seed !== undefined && step.seed !== null ? `, drawn with seed ${step.seed}` : "");
+    (seed !== null ? `, drawn with seed ${seed} (draw ${step.draw} of the session's seed)` : "");
   return node;
 }
 
@@ -175,7 +179,10 @@ function renderBranches() {
   $("branches-box").hidden = shown.length === 0;
   for (const branch of shown) {
     const item = element("li", "branch");
-    const text = new TextDecoder().decode(joinBytes(branch.steps.map(tokenBytes)));
+    const bytes = joinBytes(branch.steps.map(tokenBytes));
+    let from = 0; // a branch may start inside a character: its first bytes then are "…"
+    while (from < bytes.length && isContinuation(bytes[from])) from++;
+    const text = (from ? "…" : "") + new TextDecoder().decode(bytes.subarray(from));
     const what = element("span", "branch-text", text.length > 60 ? `${text.slice(0, 60)}…` : text);
     const where = element("span", "muted", ` after step ${branch.prefix.length} · ${branch.steps.length} tokens `);
     const button = element("button", "restore", "restore");
@@ -201,9 +208,9 @@ function download(name, text, type) {
 
 async function downloadJson() {
   const session = currentSession();
-  const reply = await fetchTrace(session);
+  const text = await apiText(`/api/sessions/${session.id}/trace`, session.secret); // as sent: a seed is 62 bits
   if (!isCurrent(session)) return;
-  download(`decodelab-trace-${session.id}.json`, JSON.stringify(reply, null, 1), "application/json");
+  download(`decodelab-trace-${session.id}.json`, text, "application/json");
 }
 
 const CSV_COLUMNS = ["step", "id", "piece", "how", "prob", "raw_prob", "rank", "entropy", "seed", "settings"];
@@ -226,7 +233,7 @@ function downloadCsv() {
 async function loadTrace(file) {
   let saved;
   try {
-    saved = JSON.parse(await file.text());
+    saved = parseJson(await file.text());
   } catch (error) {
     throw new ApiError(`${file.name} is not a decodelab trace (not JSON: ${error.message})`, 0);
   }
@@ -234,5 +241,5 @@ async function loadTrace(file) {
   if (!trace || !Array.isArray(trace.prompt_ids) || !Array.isArray(trace.tokens)) {
     throw new ApiError(`${file.name} is not a decodelab trace: it needs prompt_ids and tokens`, 0);
   }
-  await startSession({ trace });
+  await startSession(saved.model ? { trace, model: saved.model } : { trace });
 }
