@@ -207,7 +207,9 @@ class Session:
             try:
                 yield from session.redoing(token, config)
             except DecodelabError as error:
-                raise type(error)(f"replay diverged at token {index}: {error}") from None
+                raise type(error)(
+                    f"replay diverged at token {index}: {error} (a different model or decodelab version?)"
+                ) from None
         return session
 
     def redo(self, token: dict, config: GenerationConfig | None = None) -> Step:
@@ -229,7 +231,7 @@ class Session:
         step = yield from self._advancing(None, token["draw"])
         if step.token_id != token["id"]:
             self.undo(1)
-            raise DecodelabError(f"saved {token['id']}, got {step.token_id} (a different model or decodelab version?)")
+            raise DecodelabError(f"draw {token['draw']} chose token {step.token_id}, not the saved {token['id']}")
         return step
 
     def _advancing(self, forced: int | None, draw: int | None) -> Generator[Work, None, Step]:

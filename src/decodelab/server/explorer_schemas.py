@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,7 @@ from decodelab.server.limits import MAX_CONSTRAINT_CHARS
 
 TOP_FOR_PAGE = 50  # labelled candidates per distribution; sampler stages never reorder the raw ranking
 MAX_GENERATE_STEPS = 512
+MAX_TRACE_TOKENS = 65_536  # a trace's prompt and tokens, each, as parsed; the model's context bounds them further
 
 
 class Strict(BaseModel):
@@ -87,11 +88,42 @@ class AppendRequest(Strict):
 
 
 class UndoRequest(Strict):
-    count: int = Field(1, ge=1)
+    count: int = Field(1, ge=1)  # at most the session's steps: undo to step k takes back len(steps) - k
 
 
 class GenerateRequest(StepRequest):
     count: int = Field(16, ge=1, le=MAX_GENERATE_STEPS)
+    stream: bool = False  # server-sent events, one per step as it is made (see session_stream)
+
+
+class SavedToken(Strict):
+    """A token as `Session.save()` writes it: its id, its draw number (null: forced) and, when it was made under
+    another config than the trace's, that config (GenerationConfig fields; a step's `settings` will do)."""
+
+    id: int = Field(ge=0)
+    draw: Annotated[int, Field(ge=0, lt=2**62)] | None
+    config: dict[str, Any] | None = None
+
+
+class SavedTrace(Strict):
+    """A session as `Session.save()` writes it (GET /api/sessions/ID/trace's `trace`)."""
+
+    prompt_ids: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=MAX_TRACE_TOKENS)
+    config: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(ge=0, lt=2**63)
+    tokens: list[SavedToken] = Field(default_factory=list, max_length=MAX_TRACE_TOKENS)
+
+
+class SessionRequest(PromptRequest):
+    """A session from a prompt, or from a saved `trace` replayed token for token (then no prompt, no config)."""
+
+    trace: SavedTrace | None = None
+    model: str | None = None  # the model the trace was made with (the trace file says): must be this server's
+
+
+class RedoRequest(Strict):
+    tokens: list[SavedToken] = Field(min_length=1, max_length=MAX_GENERATE_STEPS)
+    config: dict[str, Any] | None = None  # what tokens without their own config were made under; default: the session's
 
 
 class ScoreRequest(Strict):

@@ -4,6 +4,9 @@ A session is driven by its id *and* the secret returned when it was created (hea
 knowing an id is not enough. Idle sessions expire after `ttl` seconds. When `limit` sessions are live, or
 their KV caches together would pass `max_tokens`, a new session (or a step that grows one) gets 429:
 nobody's live session is evicted to make room.
+
+A session takes one action at a time (its `lock`). A generate holds it for long: while one runs, any other
+action on the session is a 409 at once (stop it first with POST .../cancel), never queued behind it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,55 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from decodelab.server.errors import APIError
 from decodelab.server.runner import busy
 from decodelab.session import Session
 
 SECRET_HEADER = "X-Session-Secret"
+
+
+class SessionLock:
+    """The lock of one session's routes (`async with live.lock`), and the long run that holds it: from the moment a
+    generate asks for the lock until it lets go, `running` is that run and every other route gets 409."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self._lock = asyncio.Lock()
+        self.running: Any = None  # the generate holding (or about to hold) the lock
+
+    async def __aenter__(self) -> None:
+        self.check_idle()
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def check_idle(self) -> None:
+        if self.running is not None:
+            raise APIError(
+                409,
+                f"the session is generating: stop it first (POST /api/sessions/{self.session_id}/cancel), or wait "
+                "for its end",
+                code="session_generating",
+            )
+
+    async def acquire_for(self, running: Any) -> None:
+        """Take the lock for `running` (409 while another run has it); waits only for a step in flight."""
+        self.check_idle()
+        self.running = running
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self.running = None
+            raise
+
+    def release_for(self, running: Any) -> None:
+        """`running` is over: the session takes other actions again (once; later calls do nothing)."""
+        if self.running is running:
+            self.running = None
+            self._lock.release()
 
 
 @dataclass
@@ -31,7 +77,10 @@ class LiveSession:
     last_used: float = field(default=0.0)
     # Held by every route that reads or changes the session: a step's forward waits for the batched step, and
     # nothing else may see the session between its token and its new logits.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: SessionLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lock = SessionLock(self.id)
 
     @property
     def kv_tokens(self) -> int:
@@ -118,14 +167,19 @@ class SessionStore:
         live.last_used = self._clock()
         return live
 
-    def remove(self, session_id: str, secret: str | None) -> None:
-        self.get(session_id, secret)
+    def remove(self, session_id: str, secret: str | None) -> LiveSession:
+        """Forget the session (its run, if one is going, is the caller's to stop); returns it."""
+        live = self.get(session_id, secret)
         del self._sessions[session_id]
+        return live
 
     def expire(self) -> None:
-        """Drop sessions idle for longer than `ttl` (their KV caches go with them)."""
+        """Drop sessions idle for longer than `ttl` (their KV caches go with them); a generating one is not idle."""
         now = self._clock()
-        for session_id in [i for i, live in self._sessions.items() if now - live.last_used > self.ttl]:
+        idle = [
+            i for i, live in self._sessions.items() if now - live.last_used > self.ttl and live.lock.running is None
+        ]
+        for session_id in idle:
             del self._sessions[session_id]
 
     def seconds_until_one_expires(self) -> int:
