@@ -111,10 +111,13 @@ def position(page) -> list[int]:
     return current["prompt"]["ids"] + [step["id"] for step in current["steps"]]
 
 
-def assert_text_prompt_is_position(bundled, page) -> None:
-    """The routes may take the position as its text (the status line says so): the text must then tokenize
-    back to the same ids, or the comparison below would be about another prompt."""
-    if "sent as text" in page.locator("#lv-compare-status, #lv-beam-status").all_text_contents()[-1]:
+def answered(page, which: str, bundled=None) -> None:
+    """The view's request was answered without an error. The routes may have taken the position as its text
+    (the status line says so): the text must then tokenize back to the same ids, or the comparison with the
+    library below would be about another prompt."""
+    line = page.locator(f"#lv-{which}-status")
+    assert "lv-error" not in (line.get_attribute("class") or ""), line.text_content()
+    if bundled is not None and "sent as text" in line.text_content():
         assert bundled.prompt_ids(state(page)["full_text"]) == position(page)
 
 
@@ -179,8 +182,7 @@ def test_compare_greedy_is_the_librarys_greedy_generation(server, page, bundled,
     page.fill("#lv-compare-n", "8")
     page.click("#lv-compare")
     settle(page)
-    expect(page.locator("#lv-compare-status")).not_to_have_class(re.compile("lv-error"))
-    assert_text_prompt_is_position(bundled, page)
+    answered(page, "compare", bundled)
     cells = page.locator("#lv-compare-box td.lv-text")
     strategies = [cell.get_attribute("data-strategy") for cell in cells.all()]
     assert strategies[:2] == ["greedy", "beam:4"]
@@ -198,8 +200,7 @@ def test_beam_tree_best_beam_is_the_librarys_beam_search(server, page, bundled, 
     page.fill("#lv-beam-n", "5")
     page.click("#lv-beam")
     settle(page)
-    expect(page.locator("#lv-beam-status")).not_to_have_class(re.compile("lv-error"))
-    assert_text_prompt_is_position(bundled, page)
+    answered(page, "beam", bundled)
     result = bundled.beam_search(position(page), num_beams=3, max_new_tokens=5)
     best = page.eval_on_selector_all(
         "#lv-beam-box .lv-node.lv-best:not(.lv-root)",
@@ -253,6 +254,7 @@ def test_korean_reads_as_hangul(server, page, artifacts):
     assert syllables <= set(HANGUL.findall(titles))  # every syllable written is named by a step's label
     page.click("#lv-beam")
     settle(page)
+    answered(page, "beam")
     labels = " ".join(page.locator("#lv-beam-box .lv-node-piece").all_text_contents())
     assert HANGUL.search(labels), labels  # a node that completes a syllable shows it
     fits_viewport(page)
