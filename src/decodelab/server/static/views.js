@@ -207,9 +207,12 @@
     }
   }
 
+  // Where a view's request started, and what it did not take from the page.
   function fromWhere(state, asText) {
     const at = state.steps.length ? `after step ${state.steps.length}` : "from the prompt";
-    return at + (asText ? " · sent as text (this server's route takes no token ids), re-tokenized there" : "");
+    const constrained = Boolean(window.decodelab.pageConfig().constraint);
+    return at + (asText ? " · sent as text (this server's route takes no token ids), re-tokenized there" : "") +
+      (constrained ? " · without the page's constraint (this route takes none)" : "");
   }
 
   // ---------- 1. the per-step chart ----------
