@@ -11,7 +11,7 @@ one-token forward) is handed out as `decodelab.work` items, so a loop can run al
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import torch
 
@@ -40,16 +40,25 @@ def prefill(backend: Backend, ids: torch.Tensor, cache: Cache, chunk: int | None
 
 
 def prefill_chunks(
-    backend: Backend, ids: torch.Tensor, cache: Cache, chunk: int | None = None
+    backend: Backend,
+    ids: torch.Tensor,
+    cache: Cache,
+    chunk: int | None = None,
+    on_logits: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Generator[PrefillChunk, None, torch.Tensor]:
     """`prefill` as work items, one chunk each (a scheduler runs them between other requests' steps); returns the
-    logits (B, V) after the last id."""
+    logits (B, V) after the last id. `on_logits(begin, logits)`, when given, receives each chunk's logits after
+    every position, (T_chunk, V) of row 0 (a prompt's own logprobs: `decodelab.prompt_logprobs`)."""
     if ids.shape[1] == 0:
         raise BadInput(f"nothing to prefill: ids of shape {tuple(ids.shape)} hold no positions")
     chunk = chunk or PREFILL_CHUNK
     for begin in range(0, ids.shape[1], chunk):
-        work = PrefillChunk(backend, ids[:, begin : begin + chunk], cache)
+        work = PrefillChunk(backend, ids[:, begin : begin + chunk], cache, keep_all=on_logits is not None)
         yield work
+        if on_logits is not None:
+            assert work.all_logits is not None  # the driver ran it, keeping every position's
+            on_logits(begin, work.all_logits[0])
+            work.all_logits = None  # one chunk's logits live at a time
     assert work.logits is not None  # the driver ran it
     return work.logits  # (B, V)
 
@@ -98,11 +107,12 @@ class DecodeState:
         if prefilled:
             run_alone(self.prefilling())
 
-    def prefilling(self) -> Generator[Work, None, None]:
-        """Read the prompt into the cache, as work items (see `decodelab.work`); then `logits` are set."""
+    def prefilling(self, on_logits: Callable[[int, torch.Tensor], None] | None = None) -> Generator[Work, None, None]:
+        """Read the prompt into the cache, as work items (see `decodelab.work`); then `logits` are set.
+        `on_logits`: as `prefill_chunks`' (the prompt's own logprobs)."""
         # The rows share a prompt: prefill one, then copy its cache (n times less work and activation memory).
         rows = self.ids.shape[0]
-        logits = yield from prefill_chunks(self.backend, self.ids[:1], self.cache, self._chunk)  # (1, V)
+        logits = yield from prefill_chunks(self.backend, self.ids[:1], self.cache, self._chunk, on_logits)  # (1, V)
         self.logits = logits.expand(rows, -1).clone()  # (B, V)
         if rows > 1:
             reorder_cache(self.cache, torch.zeros(rows, dtype=torch.long, device=self.backend.device))

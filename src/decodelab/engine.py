@@ -24,7 +24,8 @@ from decodelab.constraints import constraint_from_keywords
 from decodelab.decoder import Decoder, HasDecoder, as_decoder
 from decodelab.decoding import DecodeState, draw_seed, make_step, select
 from decodelab.errors import BadInput
-from decodelab.generation_config import GenerationConfig
+from decodelab.generation_config import MAX_TOP_N, GenerationConfig
+from decodelab.prompt_logprobs import PromptLogprob, PromptScorer
 from decodelab.records import Result, Step, StopReason
 from decodelab.text_tracking import TextTracker
 from decodelab.work import Work
@@ -53,11 +54,18 @@ class Generation:
         config: GenerationConfig,
         n: int = 1,
         prefill_chunk: int | None = None,
+        prompt_logprobs: int | None = None,
     ):
-        """`prefill_chunk`: positions of the prompt read per forward (default `decoding.PREFILL_CHUNK`)."""
+        """`prefill_chunk`: positions of the prompt read per forward (default `decoding.PREFILL_CHUNK`).
+        `prompt_logprobs` (0..MAX_TOP_N): also score the prompt from its prefill, each token with that many most
+        likely alternatives, into `prompt_scores` (no second forward; see `decodelab.prompt_logprobs`)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise BadInput(f"n must be a whole number >= 1, got {n!r}")
+        if prompt_logprobs is not None and not 0 <= prompt_logprobs <= MAX_TOP_N:
+            raise BadInput(f"prompt_logprobs must be in [0, {MAX_TOP_N}], got {prompt_logprobs!r}")
         self.decoder = as_decoder(model)
+        self.prompt_logprobs = prompt_logprobs
+        self.prompt_scores: list[PromptLogprob] = []  # filled by the prefill when prompt_logprobs is set
         self.prompt_ids = prompt_ids
         self.config = config
         self.n = n
@@ -107,7 +115,11 @@ class Generation:
             prefilled=False,
             chunk=self.prefill_chunk,
         )
-        yield from state.prefilling()
+        scorer = None
+        if self.prompt_logprobs is not None:
+            scorer = PromptScorer(tokenizer, self.prompt_ids, self.prompt_logprobs)
+            self.prompt_scores = scorer.tokens
+        yield from state.prefilling(scorer)
         live = list(range(self.n))  # the rows still generating, in the order of the state's batch rows
         for position in range(config.max_new_tokens):
             raw = state.logits  # (B, V), B = len(live)

@@ -3,7 +3,8 @@ filled up to `length` and written in place; the base of decodelab's own caches (
 tiny GPT's), which differ only in how their buffers make room.
 
 Every operation the `Cache` contract names is a cheap move here: `crop` only lowers `length` (later appends
-overwrite the rest), `reorder` index-selects the batch rows, `fork` copies the buffers.
+overwrite the rest), `reorder` index-selects the batch rows, `fork` copies the buffers; `take_row` copies one
+row of another cache in.
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ class LayerKVCache:
     def fork(self) -> Self:
         """An independent copy of the buffers and the length."""
         return copy.deepcopy(self)
+
+    def take_row(self, other: LayerKVCache, row: int, length: int) -> None:
+        """Hold a copy of `other`'s batch row `row`, positions [0, length), in place of what this held (one row,
+        empty before: a prompt prefilled in a padded batch handing each prompt its own cache)."""
+        self.reserve(length)
+        for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+            for layer, buffer in enumerate(mine):  # (1, H, capacity, D) <- (1, H, length, D)
+                buffer.narrow(2, 0, length).copy_(theirs[layer][row : row + 1, :, :length])
+        self.length = length
 
 
 def layer_cache(cache: Cache | None, backend: str) -> LayerKVCache | None:

@@ -104,6 +104,10 @@ class KVCache(LayerKVCache):
         with torch.inference_mode():
             super().reserve(needed)
 
+    def take_row(self, other: LayerKVCache, row: int, length: int) -> None:
+        with torch.inference_mode():
+            super().take_row(other, row, length)
+
     def _make_room(self, layer: int, needed: int) -> None:
         if needed <= self.keys[layer].shape[2]:
             return
