@@ -26,6 +26,9 @@ from decodelab.remote.client import RemoteError
 from serve_process import decodelab_serve
 
 CLOSE = 1e-3  # nats: the server computes each position from a prefill of the whole prefix, as tests/test_remote.py
+# The same text scored twice: the server prefills scored prompts that arrive together as one padded batch, and
+# which texts share a batch differs between runs (float32 matmuls summed in another order: ~5e-5 measured).
+BESIDE_OTHERS = 1e-4
 SUBJECTS = ("the sea", "a dragon", "the moon", "a robot", "a baker", "a storm")
 
 
@@ -94,7 +97,7 @@ def test_a_rerun_resumes_after_a_partial_line(clean_run, remote, tmp_path):
     resumed = read_results(out)
     assert set(resumed) == set(results)
     for key, record in resumed.items():
-        assert logprobs(record) == pytest.approx(logprobs(results[key]), abs=1e-5)
+        assert logprobs(record) == pytest.approx(logprobs(results[key]), abs=BESIDE_OTHERS)
     again = score_jsonl(remote, source, out, quiet=True)  # all done: nothing runs
     assert again.written == 0 and "nothing to do" in again.describe()
 
@@ -201,7 +204,7 @@ def test_the_command_line_scores_a_file_on_a_server(served, clean_run, tmp_path)
     assert "\r" not in ran.stderr  # no progress bar where standard error is not a terminal
     written = read_results(out)
     assert set(written) == set(results)
-    assert logprobs(written["t7"]) == pytest.approx(logprobs(results["t7"]), abs=1e-5)
+    assert logprobs(written["t7"]) == pytest.approx(logprobs(results["t7"]), abs=BESIDE_OTHERS)
 
 
 def test_the_command_line_compares_a_file_on_the_local_model(bundled, tmp_path, capsys):

@@ -25,7 +25,7 @@ from decodelab.constraints import Constraint
 from decodelab.engine import Generation
 from decodelab.errors import BadInput
 from decodelab.generation_config import GenerationConfig
-from decodelab.scoring import score_ids
+from decodelab.prompt_logprobs import PromptLogprob, prompt_scoring
 from decodelab.server.errors import ERROR_RESPONSES, APIError
 from decodelab.server.limits import MAX_CONSTRAINT_CHARS, kv_cost
 from decodelab.server.openai_logprobs import TokenLogprob
@@ -247,7 +247,10 @@ async def _run(
             max_tokens, generation = _max_tokens(lm, requested, len(ids), default), None
             if max_tokens > 0:
                 config = _config(body, max_tokens, top or 0, seed, constraint)
-                generation = Generation(lm.decoder, ids, config, n, prefill_chunk=app.limits.prefill_chunk)
+                scored = top if echo else None  # an echoed prompt's logprobs come from the generation's prefill
+                generation = Generation(
+                    lm.decoder, ids, config, n, prefill_chunk=app.limits.prefill_chunk, prompt_logprobs=scored
+                )
             echo_text = (prompt if isinstance(prompt, str) else lm.tokenizer.decode(ids)) if echo else ""
             parts.append(Part(ids, generation, echo_text))
         return parts
@@ -258,9 +261,9 @@ async def _run(
         parts = await runner.call(prepare)
         costs = [_kv_cost(part, n, lm.context_length) for part in parts]
         ticket.claim(sum(tokens for tokens, _ in costs), " + ".join(cost for _, cost in costs))
-        if echo and top is not None:
-            await runner.call(_score_echoes, lm, parts, top)
         streams = await _start(runner, parts, n)
+        if echo and top is not None:
+            await _score_echoes(runner, lm, parts, top, app.limits.prefill_chunk)
     except BaseException as error:
         for stream in streams:
             stream.close()
@@ -298,14 +301,23 @@ def _kv_cost(part: Part, n: int, context_length: int) -> tuple[int, str]:
     return kv_cost(n, len(part.ids), part.generation.config.max_new_tokens, context_length)
 
 
-def _score_echoes(lm: LM, parts: list[Part], top: int) -> None:
-    """Each part's prompt tokens with their logprobs given the tokens before them (the first has none)."""
-    for part in parts:
+async def _score_echoes(runner: Runner, lm: LM, parts: list[Part], top: int, chunk: int) -> None:
+    """Each part's prompt tokens with their logprobs given the tokens before them (the first has none): read from
+    its generation's prefill (started already), or, for a part that generates nothing, from a prefill of its own
+    run as a scheduler task. The scheduler prefills scored prompts that arrive together as one batch."""
+
+    async def scores_of(part: Part) -> list[PromptLogprob]:
+        if part.generation is not None:
+            return part.generation.prompt_scores
+        stream = await runner.start(prompt_scoring(lm.decoder, part.ids, top, chunk))
+        async with contextlib.aclosing(stream):
+            return [output async for output in stream][-1]
+
+    for part, scores in zip(parts, await asyncio.gather(*(scores_of(part) for part in parts))):
         raw = [lm.tokenizer.token_bytes(token_id) for token_id in part.ids]
-        scored = score_ids(lm.decoder, part.ids, 1, top_n=top).tokens if len(part.ids) > 1 else []
         part.echoed = [TokenLogprob.of_prompt(raw[0], part.ids[0], None, top)]
         part.echoed += [
-            TokenLogprob.of_prompt(raw[i + 1], part.ids[i + 1], token, top) for i, token in enumerate(scored)
+            TokenLogprob.of_prompt(raw[i + 1], part.ids[i + 1], token, top) for i, token in enumerate(scores)
         ]
 
 

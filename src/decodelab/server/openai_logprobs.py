@@ -1,7 +1,7 @@
 """`logprobs` in the two shapes OpenAI's API uses, for generated tokens (Steps) and echoed prompt tokens.
 
 Each token first becomes a `TokenLogprob`: its bytes, its log-probability under the model's own distribution
-(`Step.logprob`; a scored prompt token's `ScoredToken.logprob`), and the most likely tokens at its position.
+(`Step.logprob`; a scored prompt token's `PromptLogprob.logprob`), and the most likely tokens at its position.
 The prompt's first token has no logprob: nothing predicts it (`null`, as in OpenAI's and vLLM's echo).
 
 A token's text is written as OpenAI writes it: its characters, or `bytes:\\xec\\x95` when its bytes are only
@@ -15,8 +15,8 @@ import codecs
 import math
 from dataclasses import dataclass
 
+from decodelab.prompt_logprobs import PromptLogprob
 from decodelab.records import Alternative, Step
-from decodelab.scoring import ScoredToken
 
 IMPOSSIBLE = -9999.0  # OpenAI's stand-in for log(0)
 
@@ -48,7 +48,7 @@ class TokenLogprob:
         return cls(step.bytes, step.logprob, _top(step.raw_top[:top], step.token_id, step.logprob), step.token_id)
 
     @classmethod
-    def of_prompt(cls, raw: builtins.bytes, token_id: int, scored: ScoredToken | None, top: int) -> TokenLogprob:
+    def of_prompt(cls, raw: builtins.bytes, token_id: int, scored: PromptLogprob | None, top: int) -> TokenLogprob:
         """An echoed prompt token, scored given the prompt before it (`scored` None: the first token)."""
         if scored is None:
             return cls(raw, None, None, token_id)

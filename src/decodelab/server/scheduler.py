@@ -6,7 +6,10 @@
       3. each running task runs until it needs the model: a Forward (one token for its rows) or a PrefillChunk
          (part of its prompt); the Steps it made on the way go to its consumer at once
       4. prefill chunks run, oldest first, up to `prefill_tokens` prompt tokens in all (at least one chunk): a
-         long prompt delays the others by one chunk a tick, and several short ones start in one tick
+         long prompt delays the others by one chunk a tick, and several short ones start in one tick. Prompts
+         being scored (echo with logprobs) that start together are prefilled as one padded forward
+         (`decodelab.work.run_prefills_together`): their logprobs equal their own prefill's within ~1e-4 (float32
+         matmuls summed in another order); a generation's prompt is prefilled alone, as the local engine does
       5. every Forward runs as one batched decode step (`decodelab.work.run_together`)
 
 A task is a request's loop as a generator of its outputs and its `decodelab.work` items (a `Generation`'s
@@ -27,7 +30,7 @@ from typing import Any
 
 from decodelab.records import Step
 from decodelab.server.stats import Stats
-from decodelab.work import Forward, PrefillChunk, Work, run_together
+from decodelab.work import Forward, PrefillChunk, Work, run_prefills_together, run_together
 
 # What a task hands its consumer: a list of outputs, or at the end None (finished) or the exception it raised.
 Deliver = Callable[[list[Any] | BaseException | None], None]
@@ -133,8 +136,15 @@ class Scheduler:
                 self._end(task, None)
             elif task.pending is None:
                 self._advance(task)
+        prefilling = [task for task in self._running if isinstance(task.pending, PrefillChunk)]
         budget = self.prefill_tokens
-        for task in [task for task in self._running if isinstance(task.pending, PrefillChunk)]:
+        scored = self._scored_together(prefilling)
+        if len(scored) > 1:
+            chunks = [task.pending for task in scored if isinstance(task.pending, PrefillChunk)]
+            budget -= len(chunks) * max(chunk.ids.shape[1] for chunk in chunks)  # padded to the longest
+            self._run_work(scored, lambda: run_prefills_together(chunks))
+            self.stats.batched_prefills += len(chunks)
+        for task in [task for task in prefilling if task not in scored or len(scored) == 1]:
             chunk = task.pending
             assert isinstance(chunk, PrefillChunk)
             if chunk.ids.shape[1] > budget and budget < self.prefill_tokens:
@@ -147,6 +157,25 @@ class Scheduler:
             self._run_work(forwards, lambda: run_together(batch))
             self.stats.steps += 1
             self.stats.stepped_rows += sum(task.rows for task in forwards)
+
+    def _scored_together(self, prefilling: list[Task]) -> list[Task]:
+        """The oldest scored prompts' first chunks (`keep_all`, `starts_alone`: an echo's or a scoring task's) whose
+        padded batch fits the tick's prefill budget: run as one forward, they share the read of the weights. Other
+        prefills (a generation's prompt) run alone, so their tokens stay bit for bit the local engine's."""
+        group: list[Task] = []
+        longest, backend = 0, None
+        for task in prefilling:
+            chunk = task.pending
+            if not (isinstance(chunk, PrefillChunk) and chunk.keep_all and chunk.starts_alone):
+                continue
+            if backend is not None and chunk.backend is not backend:
+                continue
+            length = max(longest, chunk.ids.shape[1])
+            if group and (len(group) + 1) * length > self.prefill_tokens:
+                break
+            group.append(task)
+            longest, backend = length, chunk.backend
+        return group
 
     def _advance(self, task: Task) -> None:
         """Run `task` until it asks for model work (kept as `task.pending`) or ends; deliver what it made."""

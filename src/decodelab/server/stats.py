@@ -57,6 +57,7 @@ class Stats:
     waiting: int = 0  # requests' tasks and calls waiting for the model thread
     steps: int = 0  # batched decode steps run
     stepped_rows: int = 0  # rows over all those steps: stepped_rows / steps is the mean batch
+    batched_prefills: int = 0  # scored prompts (echo with logprobs) prefilled beside others in one forward
     time_to_first_token: Latencies = field(default_factory=Latencies)  # from the request's start to its first step
     inter_token_latency: Latencies = field(default_factory=Latencies)  # between a request's successive steps
 
