@@ -379,3 +379,17 @@ def test_serve_with_a_missing_model_is_one_line(tmp_path):
     )
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "nope" in run.stderr
+
+
+def test_beam_and_compare_start_from_token_ids_a_text_could_not_give(http, bundled):
+    """A session's position can end inside a Korean character: its ids, not their decoded text, are the prompt."""
+    ids = bundled.tokenizer.encode("한국의 수도는")[:-1] + bundled.tokenizer.encode("지")[:1]  # a partial character
+    assert bundled.tokenizer.encode(bundled.tokenizer.decode(ids)) != ids  # the text would be another prompt
+    beam = http.post("/api/beam", json={"prompt": ids, "num_beams": 2, "max_new_tokens": 3}).json()
+    expected = bundled.beam_search(ids, num_beams=2, max_new_tokens=3)
+    assert beam["sequences"][0]["token_ids"] == expected.sequences[0].token_ids
+    compared = http.post("/api/compare", json={"prompt": ids, "strategies": "greedy", "max_new_tokens": 3}).json()
+    greedy = bundled.generate(ids, greedy=True, max_new_tokens=3, stop_token_ids=())
+    assert compared["outcomes"][0]["token_ids"] == greedy.token_ids
+    outside = http.post("/api/beam", json={"prompt": [bundled.backend.vocab_size], "num_beams": 2})
+    assert outside.status_code == 400 and "outside the vocabulary" in outside.json()["error"]["message"]

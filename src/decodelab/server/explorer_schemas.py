@@ -132,6 +132,7 @@ class ScoreRequest(Strict):
 
 
 class PlainPrompt(PromptFields):
+    prompt: str | list[int] | None = None  # type: ignore[assignment]  # text, or a position's token ids
     max_new_tokens: int = Field(32, ge=1, le=MAX_GENERATE_STEPS)
 
 
