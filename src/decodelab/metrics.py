@@ -105,12 +105,15 @@ def nucleus_sizes(probs: torch.Tensor, p: float = 0.9) -> torch.Tensor:
     k = min(vocab, 64)
     while pending.numel():
         # Add up the k most likely tokens' mass, most likely first; where it reaches p, the nucleus is the tokens
-        # taken before that plus the one that crosses p. Rows still short of p retry with 16x more tokens (a
-        # full sort only for flat distributions); at k = V the sum may stay under p by rounding: all V then.
-        mass = rows[pending].topk(k, dim=-1).values.double().cumsum(dim=-1)  # (r, k)
+        # taken before that plus the one that crosses p. Rows still short of p (a flat distribution) are sorted
+        # whole, which costs less than wider rounds of topk; at k = V the sum may stay under p by rounding: all
+        # V then.
+        pending_rows = rows[pending]  # (r, V)
+        top = pending_rows.sort(dim=-1, descending=True) if k == vocab else pending_rows.topk(k, dim=-1)
+        mass = top.values.double().cumsum(dim=-1)  # (r, k)
         done = (mass[:, -1] >= p) | (k == vocab)  # (r,)
         sizes[pending[done]] = ((mass[done] < p).sum(dim=-1) + 1).clamp(max=vocab)
-        pending, k = pending[~done], min(vocab, k * 16)
+        pending, k = pending[~done], vocab
     return sizes.reshape(probs.shape[:-1])  # (...)
 
 
