@@ -364,11 +364,23 @@ def test_the_distribution_hides_no_mass(server, page):
     shot(page, "distribution")
 
 
-def test_n_out_of_range_is_said_not_changed(server, page):
-    start(page, server.url, "Hello")
+def test_n_out_of_range_is_said_not_changed_and_the_stop_token_is_a_marker(server, page):
+    start(page, server.url, "What is the capital of France?", chat=True)
     for typed in ("0", "600", "2.5"):
         generate(page, typed)
         expect(page.locator("#error")).to_contain_text(f"N must be a whole number from 1 to 512, got {typed}")
         expect(rows(page)).to_have_count(0)
         assert page.input_value("#generate-count") == typed
     expect(page.locator("#shortcuts")).to_contain_text("greedy step")
+
+    page.check("#greedy")
+    generate(page, 40)
+    settle(page)
+    expect(page.locator("#stop-reason")).to_contain_text("Stopped: stop token")
+    expect(page.locator("#generated-text .stop-marker")).to_have_count(1)  # <|im_end|> as a marker ...
+    assert "<|im_end|>" not in page.locator("#text").text_content()  # ... not as text
+    assert "Paris" in page.locator("#generated-text").text_content()
+    # The Text and Tokens panels follow the end.
+    for box in ("#text", "#tokens"):
+        gap = page.eval_on_selector(box, "box => box.scrollHeight - box.scrollTop - box.clientHeight")
+        assert gap <= 2, (box, gap)

@@ -97,8 +97,6 @@ async function startSession(body) {
   page.secret = state.secret;
   page.branches = [];
   page.lastGenerate = null;
-  page.promptText = state.full_text.endsWith(state.text)
-    ? state.full_text.slice(0, state.full_text.length - state.text.length) : state.full_text;
   showState(state);
 }
 
@@ -126,7 +124,6 @@ async function appendToken(id) {
 }
 
 async function undo() {
-  page.lastGenerate = null;
   await backTo(page.state.steps.length - 1);
 }
 

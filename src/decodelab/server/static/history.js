@@ -119,6 +119,7 @@ async function backTo(position) {
   if (!isCurrent(session)) return;
   const ids = steps.map((step) => step.id);
   keepBranch(ids.slice(0, position), tokens.slice(position), steps.slice(position), ids);
+  page.lastGenerate = null;
   showState(state);
 }
 
@@ -161,6 +162,7 @@ async function redo(branch = redoBranch(), all = false) {
     page.branches.unshift({ prefix: branch.prefix.concat(ids), tokens: branch.tokens.slice(taken),
       steps: branch.steps.slice(taken) });
   }
+  page.lastGenerate = null;
   showState(state);
 }
 

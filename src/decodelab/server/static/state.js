@@ -11,7 +11,6 @@ const page = {
   epoch: 0, // counts the sessions started: an answer for an older one is dropped (see isCurrent)
   dist: null, // the prepared next-token distribution of that state (chain.js prepareDistribution)
   pending: new Uint8Array(0), // the bytes of an unfinished character at the end of the text (utf8.js)
-  promptText: "", // the decoded prompt
   lastGenerate: null, // {asked, got, stopped} of the last Generate N, for the stop line
   stages: [], // /api/info's stages, in the default order
   controls: [], // one per slider: {setting, stage, input, output}

@@ -21,8 +21,15 @@ function sessionTokens(state) {
 }
 
 function renderText(state, tokens) {
-  $("prompt-text").textContent = page.promptText;
-  const out = $("generated-text");
+  writeTokens($("prompt-text"), tokens.filter((token) => !token.generated));
+  writeTokens($("generated-text"), tokens.filter((token) => token.generated));
+  const box = $("text");
+  box.scrollTop = box.scrollHeight;
+}
+
+// Tokens as text: their bytes decoded, a special token as a marker (a stop token: "⏹ stop"), and an unfinished
+// character at the end as a placeholder.
+function writeTokens(out, tokens) {
   out.replaceChildren();
   let run = [];
   const flush = (last) => {
@@ -38,17 +45,16 @@ function renderText(state, tokens) {
     run = [];
   };
   for (const token of tokens) {
-    if (!token.generated) continue;
     if (token.special) {
       flush(false);
-      const marker = element("span", token.is_stop ? "stop-marker" : "special-marker", token.is_stop ? "⏹ stop" : "◆");
-      marker.title = `${token.piece} (special token ${token.id}${token.is_stop ? ", a stop token: not text" : ""})`;
+      const stop = token.generated && token.is_stop;
+      const name = String(token.piece).replace(/^<\|?/, "").replace(/\|?>$/, "");
+      const marker = element("span", stop ? "stop-marker" : "special-marker", stop ? "⏹ stop" : name);
+      marker.title = `${token.piece}: special token ${token.id}` + (stop ? ", a stop token (not text)" : " (not text)");
       out.append(marker);
     } else run.push(token.bytes);
   }
   flush(true);
-  const box = $("text");
-  box.scrollTop = box.scrollHeight;
 }
 
 function renderTokens(state, tokens) {
