@@ -6,7 +6,10 @@ Starts `decodelab serve` on the bundled model (bench/serve.py's `running_server`
 `decodelab.load(url + "/v1")`, the remote backend. Measured on the client side:
   scoring    `--prompts` short texts through `decodelab.batch.score_jsonl` (one echo request each, every result a
              line of a JSONL file), one at a time, then `--concurrency` at a time, one run of each after a warm-up
-             of a few texts: texts per second and the speed-up (goal: >= 3x once the server batches)
+             of a few texts: texts per second and the speed-up (goal: >= 3x once the server batches). Then the
+             server's own share: the same echo requests sent bare (no client-side scoring), and the ceiling
+             batching has on this CPU: the bundled model's forward of one text against `--concurrency` texts
+             padded into one forward (what the server's scheduler runs), per text
   per step   the same `--tokens` greedy tokens written by step-by-step mode (`lm.generate`: one request per token,
              decodelab's own sampler chain on the reported logprobs) and by server-side sampling
              (`generate_on_server`: one request for all of them): ms per token each, and their ratio, the price
@@ -18,6 +21,7 @@ with the server; a measurement during which other processes kept more than 10% o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import statistics
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from serve import BUSY_SHARE, BenchError, cpu_seconds, others_share, running_server
 
 import decodelab
@@ -37,11 +42,10 @@ from decodelab.remote.server_side import generate_on_server
 SCORING_GOAL = 3.0  # texts per second at --concurrency, in multiples of one at a time
 SUBJECTS = ("the sea", "a dragon", "the moon", "a robot", "a lost key", "a baker", "a storm", "a cat")
 STORY = "Once upon a time, in a small village at the edge of a great forest, there lived"
-WHY_SCORING_DOES_NOT_BATCH = (
-    "decodelab serve scores an echoed prompt in `_score_echoes` (server/openai_api.py), run through `runner.call`: "
-    "alone on the model thread, between batched steps, one request after another. Only the rest of each request "
-    "(HTTP, JSON, tokenizing, and the one completion token, which the scheduler does batch) overlaps, so the "
-    "speed-up is bounded by the share of a request spent outside that call."
+WHY_SCORING_FALLS_SHORT = (
+    "the server prefills the prompts of echo requests that wait together as one padded forward; on a CPU a short "
+    "prompt's prefill is already mostly arithmetic, so one forward of {n} texts costs {ceiling:.1f}x less per text "
+    "than {n} forwards at best (the ceiling above), and the client here shares the cores with the server"
 )
 
 
@@ -81,7 +85,7 @@ def scoring_run(lm: decodelab.LM, source: Path, directory: Path, concurrency: in
     return run
 
 
-def measure_scoring(lm: decodelab.LM, args: argparse.Namespace, server_pid: int) -> None:
+def measure_scoring(lm: decodelab.LM, url: str, args: argparse.Namespace, server_pid: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         source = directory / "texts.jsonl"
@@ -101,8 +105,82 @@ def measure_scoring(lm: decodelab.LM, args: argparse.Namespace, server_pid: int)
         f"  speed-up at concurrency {args.concurrency}: {speed_up:.2f}x (goal >= {SCORING_GOAL:g}x): {met}",
         flush=True,
     )
+    bare = {level: bare_echoes(url, lm.name, texts, level) for level in (1, args.concurrency)}
+    print(
+        f"  the server alone (bare echo requests): {args.prompts / bare[1]:.1f} texts/s one at a time, "
+        f"{args.prompts / bare[args.concurrency]:.1f} at {args.concurrency}: "
+        f"{bare[1] / bare[args.concurrency]:.2f}x",
+        flush=True,
+    )
+    ceiling = batching_ceiling(texts[: args.concurrency])
+    print(
+        f"  the ceiling on this CPU: one text's forward {ceiling.one_ms:.0f} ms, {args.concurrency} texts in one padded "
+        f"forward {ceiling.each_ms:.0f} ms each: {ceiling.ratio:.2f}x",
+        flush=True,
+    )
     if speed_up < SCORING_GOAL:
-        print(f"  why: {WHY_SCORING_DOES_NOT_BATCH}")
+        print(f"  why: {WHY_SCORING_FALLS_SHORT.format(n=args.concurrency, ceiling=ceiling.ratio)}")
+
+
+def bare_echoes(url: str, model: str, texts: list[str], concurrency: int) -> float:
+    """Seconds to send every text as an echo request with top-20 logprobs, `concurrency` at a time, reading
+    nothing of the answers but their status: the server's work without the client's scoring."""
+    body = {"model": model, "max_tokens": 1, "echo": True, "logprobs": 20, "temperature": 0}
+
+    async def run() -> float:
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
+            async def send(text: str) -> None:
+                async with gate:
+                    (await client.post("/v1/completions", json={**body, "prompt": text})).raise_for_status()
+
+            await send(texts[0])  # warm-up
+            started = time.perf_counter()
+            await asyncio.gather(*(send(text) for text in texts))
+            return time.perf_counter() - started
+
+    return asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    one_ms: float  # one text's forward alone
+    each_ms: float  # per text, all of them padded into one forward
+    ratio: float
+
+
+def batching_ceiling(texts: list[str], repeats: int = 5) -> Ceiling:
+    """The bundled model's forward of each text alone against all of them padded into one, in this process:
+    what batching the server's prefills can save per text at most (medians of `repeats`)."""
+    import torch
+
+    from decodelab.work import PrefillChunk, run_prefills_together
+
+    local = decodelab.load()
+    backend = local.backend
+    prompts = [torch.tensor([local.tokenizer.encode(text)]) for text in texts]
+
+    def chunks() -> list[PrefillChunk]:
+        return [PrefillChunk(backend, ids, backend.new_cache(1), keep_all=True) for ids in prompts]
+
+    def alone() -> None:
+        for chunk in chunks():
+            chunk.run()
+
+    def together() -> None:
+        run_prefills_together(chunks())
+
+    times = {}
+    for name, run in (("alone", alone), ("together", together)):
+        run()  # warm-up
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - started)
+        times[name] = statistics.median(samples) / len(texts)
+    return Ceiling(1000 * times["alone"], 1000 * times["together"], times["alone"] / times["together"])
 
 
 def measure_steps(lm: decodelab.LM, args: argparse.Namespace, server_pid: int) -> None:
@@ -154,7 +232,7 @@ def main() -> None:
         with running_server([], args.startup_timeout) as (url, pid, info):
             lm = decodelab.load(url + "/v1")
             print(f"  {info['model']} on {lm.backend.capabilities.engine}, mode {lm.mode.label}", flush=True)
-            measure_scoring(lm, args, pid)
+            measure_scoring(lm, url, args, pid)
             measure_steps(lm, args, pid)
     except BenchError as error:
         raise SystemExit(f"bench/remote.py: {error}") from None
