@@ -119,6 +119,7 @@ function renderBars() {
   const largest = Math.max(rest.raw, rest.post || 0, ...ids.map((id) => Math.max(dist.raw.prob(id), post(id) || 0)));
   const cuts = known && chain.source === "page" ? cutMarks(chain) : [];
   const cumulative = cuts.find((cut) => cut.cumulative);
+  $("cum-legend").hidden = !cumulative;
   ids.forEach((id, j) => {
     if (j === shown && kept.length) {
       list.append(element("li", "bars-gap", "⋯ kept by the chain, further down the model's ranking"));
