@@ -7,49 +7,27 @@ list, so a test checks that every declared slider is on the page. The page re-ru
 probabilities against the server's `after` for the same settings; any other stage that is on (a penalty,
 typical-p, ...) is computed by the server, and a test checks that the page then shows the server's
 distribution. So is a constraint set in the page's box: tests check that the bars strike through exactly the
-tokens the library's grammar forbids and that the output matches. Screenshots are saved in tests/artifacts/
-for a human to look at.
+tokens the library's grammar forbids and that the output matches. Screenshots are saved under artifacts/
+(tests/browser.py) for a human to look at.
 """
 
 from __future__ import annotations
-
-import os
-import shutil
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-CHROMIUM = os.environ.get("DECODELAB_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from browser import BROWSER_MARKS, chromium, screenshot
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}: `make` installs Debian's chromium package"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -195,8 +173,7 @@ def test_explorer_walkthrough(server, page):
     assert len(page.locator("#generated-text").text_content()) < len(text)
     expect(page.locator("#error")).to_be_hidden()
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "explorer.png", full_page=True)
+    screenshot(page, "explorer")
 
 
 @pytest.mark.parametrize(
@@ -395,8 +372,7 @@ def test_a_stage_the_page_does_not_run_shows_the_servers_distribution(server, pa
     bars(page, "page")
     expect(page.locator("#dist-summary")).not_to_contain_text("computed by the server")
     expect(page.locator("#error")).to_be_hidden()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "explorer-server-stage.png", full_page=True)
+    screenshot(page, "explorer-server-stage")
 
 
 def test_korean_prompt_and_reply(server, page):
@@ -413,8 +389,7 @@ def test_korean_prompt_and_reply(server, page):
     settle(page)
     text = page.locator("#text").text_content()
     assert "\ufffd" not in text and "안녕하세요" in text
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "explorer-korean.png", full_page=True)
+    screenshot(page, "explorer-korean")
 
 
 def test_errors_show_on_one_line(server, page):
@@ -542,8 +517,7 @@ def test_a_choice_constraint_strikes_out_what_it_forbids_and_the_output_matches(
     assert "top choice" in page.locator("#steps .overruled-tag").get_attribute("title")
     assert page.locator("#tokens .chip.overruled").count() == 1
     bars(page, "server")  # the next token's bars, under the same grammar
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "explorer-constraint.png", full_page=True)
+    screenshot(page, "explorer-constraint")
 
     page.fill("#generate-count", "10")
     page.click("#generate")
@@ -572,8 +546,7 @@ def test_a_korean_choice_constraint(server, page):
     text = page.locator("#generated-text").text_content()
     assert text in options and "\ufffd" not in page.locator("#text").text_content()
     expect(page.locator("#stop-reason")).to_contain_text("constraint complete")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "explorer-constraint-korean.png", full_page=True)
+    screenshot(page, "explorer-constraint-korean")
 
 
 def test_a_bad_constraint_shows_in_the_error_line(server, page):

@@ -10,12 +10,13 @@ import httpx
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 import decodelab
 import test_web
+from browser import chromium, screenshot
 from live_server import live_server
-from test_web import ARTIFACTS, CHROMIUM, FLAGS, config_for, declared_settings, set_controls, settle
+from test_web import config_for, declared_settings, set_controls, settle
 
 pytestmark = test_web.pytestmark  # slow; skipped without Chromium
 
@@ -38,14 +39,12 @@ def front(remote_lm):
 
 @pytest.fixture
 def page():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         yield page
-        browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def token_bars(page, source: str = "page") -> list[dict]:
@@ -131,5 +130,4 @@ def test_the_page_on_a_remote_model_shows_what_the_server_did_not_tell(front, re
     expect(rest).to_have_count(1)
     expect(page.locator("#error")).to_be_hidden()
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "explorer-remote.png", full_page=True)
+    screenshot(page, "explorer-remote")

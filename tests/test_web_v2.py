@@ -13,32 +13,27 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-import test_web
-from test_web import CHROMIUM, FLAGS
+from browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, chromium
 
-pytestmark = test_web.pytestmark  # slow; skipped without Chromium
+pytestmark = BROWSER_MARKS
 
-SHOTS = Path(os.environ.get("DECODELAB_ARTIFACTS", Path(__file__).parents[1] / "artifacts")) / "screenshots"
-VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+SHOTS = ARTIFACTS / "screenshots"
 LONG = 60_000  # ms: a step on a busy 2-core machine can take a while
 STORY = "Once upon a time, in a small village by the sea, there lived"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def open_page(browser, viewport: dict):

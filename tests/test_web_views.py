@@ -9,59 +9,39 @@
 - A reply for a session that is no longer the page's is dropped; the buttons are off while a request runs.
 - The views fit the phone's width (their wide drawings scroll inside their boxes), and Korean reads as Hangul.
 
-Screenshots go to $DECODELAB_ARTIFACTS, else to a pytest temporary directory (never into the repository).
+Screenshots go to artifacts/screenshots ($DECODELAB_ARTIFACTS, see tests/browser.py; git ignores it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-CHROMIUM = os.environ.get("DECODELAB_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+from browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, chromium
+
 WAIT_MS = 180_000  # a loaded 2-core machine: wait on the page, never on a clock
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}: `make` installs Debian's chromium package"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
 def browser():
     expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
     expect.set_options(timeout=5_000)  # Playwright's default, for the other browser tests
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Path:
-    chosen = os.environ.get("DECODELAB_ARTIFACTS")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("web-views")
+def artifacts() -> Path:
+    directory = ARTIFACTS / "screenshots"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
