@@ -47,7 +47,8 @@ from decodelab.server.explorer_schemas import (
     make_generation_config,
 )
 from decodelab.server.limits import kv_bytes_per_token, kv_cost
-from decodelab.server.session_api import Secret, next_payload, prompt_ids_and_rows, requested_config
+from decodelab.server.session_api import Secret, prompt_ids_and_rows
+from decodelab.server.session_state import next_payload, requested_config
 from decodelab.server.sse import EventStream, event, finite
 
 if TYPE_CHECKING:

@@ -52,8 +52,6 @@ from decodelab.server.explorer_schemas import (
     make_generation_config,
 )
 from decodelab.server.session_state import check_can_continue, configure, session_state, step_record
-from decodelab.server.session_state import next_payload as next_payload  # explorer_api's
-from decodelab.server.session_state import requested_config as requested_config  # explorer_api's
 from decodelab.server.sessions import SECRET_HEADER, LiveSession
 from decodelab.server.sse import STREAM_RESPONSE, finite
 from decodelab.session import Session
