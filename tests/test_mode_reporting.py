@@ -205,19 +205,15 @@ def test_compile_prints_its_warm_up_and_reports_the_mode(tiny_llama_dir):
 @pytest.mark.slow
 def test_the_page_names_a_fast_mode(tiny_llama_dir):
     playwright_api = pytest.importorskip("playwright.sync_api")
+    from browser import CHROMIUM, chromium  # the browser the page tests use
     from live_server import live_server
-    from test_web import CHROMIUM, FLAGS  # the browser the page tests use
 
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}")
     lm = decodelab.load(tiny_llama_dir, backend="native", quantize="int8")
-    with live_server(lm) as running, playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page()
-            page.goto(running.url)
-            playwright_api.expect(page.locator("#model-info")).to_contain_text(
-                "fast mode: float32, int8 weights (not the exact path)"
-            )
-        finally:
-            browser.close()
+    with live_server(lm) as running, chromium() as browser:
+        page = browser.new_page()
+        page.goto(running.url)
+        playwright_api.expect(page.locator("#model-info")).to_contain_text(
+            "fast mode: float32, int8 weights (not the exact path)"
+        )
