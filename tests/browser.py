@@ -53,3 +53,23 @@ def screenshot(page, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=path, full_page=True)
     return path
+
+
+def give_back_session(page) -> None:
+    """Delete the explorer session the page holds, if any, as closing its tab should: a server's session store
+    (--max-sessions) is shared by every page a test module opens on it."""
+    from playwright.sync_api import Error
+
+    try:
+        page.evaluate(
+            """async () => {
+              const held = window.decodelab && window.decodelab.page;
+              if (!held || !held.state || !held.secret) return;
+              const headers = {"X-Session-Secret": held.secret};
+              const key = localStorage.getItem("decodelab-api-key");
+              if (key) headers.Authorization = `Bearer ${key}`;
+              await fetch(`/api/sessions/${held.state.id}`, {method: "DELETE", headers});
+            }"""
+        )
+    except Error:
+        pass  # a page that is already closed or broken: its own test says so

@@ -87,6 +87,16 @@ def server(bundled):
 
 
 @pytest.fixture(scope="module")
+def module_server(bundled):
+    """A server on the bundled model for one test module alone: the browser tests' pages hold explorer sessions,
+    and on the session-wide `server` they would fill its store (--max-sessions, 32) for the modules after them."""
+    from live_server import live_server
+
+    with live_server(bundled, max_queue=8) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models are dispatch-bound: one torch thread is as fast, and does not fight other work for the cores."""
     threads = torch.get_num_threads()

@@ -19,9 +19,15 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect
 
-from browser import BROWSER_MARKS, chromium, screenshot
+from browser import BROWSER_MARKS, chromium, give_back_session, screenshot
 
 pytestmark = BROWSER_MARKS
+
+
+@pytest.fixture(scope="module")
+def server(module_server):
+    """This module's own server (see conftest's `module_server`)."""
+    return module_server
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,7 @@ def page(browser):
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
+    give_back_session(page)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 

@@ -21,9 +21,16 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect
 
-from browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, chromium
+from browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, chromium, give_back_session
 
 pytestmark = BROWSER_MARKS
+
+
+@pytest.fixture(scope="module")
+def server(module_server):
+    """This module's own server (see conftest's `module_server`)."""
+    return module_server
+
 
 SHOTS = ARTIFACTS / "screenshots"
 LONG = 60_000  # ms: a step on a busy 2-core machine can take a while
@@ -50,6 +57,7 @@ def page(request, browser):
     context, page, errors = open_page(browser, VIEWPORTS[request.param])
     page.viewport_name = request.param
     yield page
+    give_back_session(page)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 

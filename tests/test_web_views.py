@@ -23,12 +23,18 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect
 
-from browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, chromium
+from browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, chromium, give_back_session
 
 WAIT_MS = 180_000  # a loaded 2-core machine: wait on the page, never on a clock
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 pytestmark = BROWSER_MARKS
+
+
+@pytest.fixture(scope="module")
+def server(module_server):
+    """This module's own server (see conftest's `module_server`)."""
+    return module_server
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +61,7 @@ def page(browser, request):
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
+    give_back_session(page)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
