@@ -138,13 +138,13 @@ class Scheduler:
                 self._advance(task)
         prefilling = [task for task in self._running if isinstance(task.pending, PrefillChunk)]
         budget = self.prefill_tokens
-        scored = self._scored_together(prefilling)
-        if len(scored) > 1:
-            chunks = [task.pending for task in scored if isinstance(task.pending, PrefillChunk)]
+        together = self._scored_together(prefilling)  # two or more, or none
+        if together:
+            chunks = [task.pending for task in together if isinstance(task.pending, PrefillChunk)]
             budget -= len(chunks) * max(chunk.ids.shape[1] for chunk in chunks)  # padded to the longest
-            self._run_work(scored, lambda: run_prefills_together(chunks))
+            self._run_work(together, lambda: run_prefills_together(chunks))
             self.stats.batched_prefills += len(chunks)
-        for task in [task for task in prefilling if task not in scored or len(scored) == 1]:
+        for task in [task for task in prefilling if task not in together]:
             chunk = task.pending
             assert isinstance(chunk, PrefillChunk)
             if chunk.ids.shape[1] > budget and budget < self.prefill_tokens:
@@ -175,7 +175,7 @@ class Scheduler:
                 break
             group.append(task)
             longest, backend = length, chunk.backend
-        return group
+        return group if len(group) > 1 else []  # one alone runs as any prefill
 
     def _advance(self, task: Task) -> None:
         """Run `task` until it asks for model work (kept as `task.pending`) or ends; deliver what it made."""
