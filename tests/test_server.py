@@ -250,7 +250,7 @@ def test_completions_default_to_16_tokens(http, bundled):
     assert http.post("/v1/completions", json=body).json()["usage"]["completion_tokens"] == 16
 
 
-def wait_until_idle(stats, timeout: float = 15) -> None:
+def wait_until_idle(stats, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while (stats.cancelled == 0 or stats.active) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -236,7 +236,10 @@ def test_a_busy_server_answers_429_with_retry_after(bundled):
     with live_server(bundled, max_batch=1, max_queue=1) as running:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         stats, waiting_reply = running.state.runner.stats, []
-        with client.completions.create(**endless) as running_stream:  # returns once it runs
+        with (  # paused after its first token, the stream holds its row until it is closed: no race with its end
+            running.paused_when(lambda: stats.tokens >= 1),
+            client.completions.create(**endless) as running_stream,  # returns once it runs
+        ):
             waiting = threading.Thread(
                 target=lambda: waiting_reply.append(
                     client.completions.create(model=bundled.name, prompt="Hi", max_tokens=1)

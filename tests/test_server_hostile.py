@@ -202,7 +202,11 @@ def test_busy_answers_carry_retry_after(bundled):
             "stream": True,
             "logit_bias": {str(i): -100 for i in bundled.stop_ids()},
         }
-        with client.stream("POST", "/v1/completions", json=body) as holding:
+        stats = running.state.runner.stats
+        with (  # paused after its first token, the stream holds its slot until it is closed: no race with its end
+            running.paused_when(lambda: stats.tokens >= 1),
+            client.stream("POST", "/v1/completions", json=body) as holding,
+        ):
             lines = holding.iter_lines()  # kept: a dropped iterator would close the stream
             next(lines)  # the one running slot is taken
             waiting = threading.Thread(
@@ -211,7 +215,7 @@ def test_busy_answers_carry_retry_after(bundled):
                 kwargs={"json": {**body, "stream": False, "max_tokens": 4}, "timeout": 120},
             )
             waiting.start()  # the one waiting slot too (its reply comes once the stream above is over)
-            while running.state.runner.stats.active < 2:
+            while stats.active < 2:
                 time.sleep(0.02)
             refused = client.post("/api/next", json={"prompt": "x"})
         assert refused.status_code == 429 and refused.headers["retry-after"].isdigit()

@@ -3,15 +3,16 @@ step by step and stopped three ways (POST .../cancel, DELETE, the client closing
 action meanwhile, per-step records (how, draw, seed, settings), the same seed giving the same tokens, a trace
 that replays exactly (and a tampered one refused), redo after undo, and /api/info's sampler help.
 
-No test asserts a duration: a generation to stop asks for the most steps a request may (512) and the tests
-assert that fewer were made, and counters that change after an answer are polled for."""
+No test asserts a duration or races one: a generation to stop asks for the most steps a request may (512), and
+the model thread pauses after a known step (`LiveServer.paused_when`) until the stop has reached the generation's
+task, so the tests know how many steps were made; counters that change after an answer are polled for."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -72,26 +73,38 @@ def stats(http) -> dict:
 
 def test_streamed_steps_arrive_while_it_runs_and_cancel_stops_it_between_steps(http, server, bundled):
     state, owner = start(http, config=no_stop(bundled))
-    sid = state["id"]
+    sid, live = state["id"], server.state.sessions.get(state["id"], state["secret"])
     before = stats(http)["cancelled"]
     body = {"count": MAX_GENERATE_STEPS, "stream": True}
-    with http.stream("POST", f"/api/sessions/{sid}/generate", json=body, headers=owner) as reply:
+    with (
+        server.paused_when(lambda: len(live.session.steps) >= 3) as pause,
+        http.stream("POST", f"/api/sessions/{sid}/generate", json=body, headers=owner) as reply,
+        ThreadPoolExecutor(2) as pool,
+    ):
         assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
         events = data_events(reply.iter_lines())
         first = next(events)
         assert first["index"] == 0 and first["step"]["step"] == 0 and first["step"]["how"] == "sampled"
+        pause.wait("the third step")  # made; the second was sent, the third goes at the next tick
         # Still generating: every other action on the session is refused at once, not queued behind it.
         for path, action in [("step", {}), ("undo", {}), ("generate", {"count": 1}), ("distribution", {})]:
             refused = http.post(f"/api/sessions/{sid}/{path}", json=action, headers=owner)
             assert refused.status_code == 409, (path, refused.text)
             assert f"stop it first (POST /api/sessions/{sid}/cancel)" in refused.json()["error"]["message"]
-        seen = http.get(f"/api/sessions/{sid}", headers=owner)  # a look at the state is no action: it answers
-        assert seen.status_code == 200 and len(seen.json()["steps"]) >= 1
-        cancelled = http.post(f"/api/sessions/{sid}/cancel", headers=owner).json()
+        # A look at the state is no action: admitted now, it answers between two steps.
+        admitted = server.state.runner.stats.active
+        looking = pool.submit(http.get, f"/api/sessions/{sid}", headers=owner)
+        wait_for(lambda: server.state.runner.stats.active == admitted + 1, "the look to be admitted")
+        running = live.lock.running
+        cancelling = pool.submit(http.post, f"/api/sessions/{sid}/cancel", headers=owner)
+        wait_for(lambda: running.stream.finished, "the cancel to reach the generation's task")
+        pause.resume()
+        seen, cancelled = looking.result(), cancelling.result().json()
         rest = list(events)
+    assert seen.status_code == 200 and len(seen.json()["steps"]) == 3
     assert cancelled["cancelled"] is True
     made = cancelled["state"]["steps"]
-    assert 1 <= len(made) < MAX_GENERATE_STEPS
+    assert len(made) == 3  # no step after the cancel reached the task
     assert stats(http)["cancelled"] == before + 1
     steps = [first] + [event for event in rest[:-2]]
     assert [event["index"] for event in steps] == list(range(len(made)))  # every step made was sent, in order
@@ -105,17 +118,26 @@ def test_streamed_steps_arrive_while_it_runs_and_cancel_stops_it_between_steps(h
 
 def test_deleting_a_generating_session_stops_its_generation(http, server, bundled):
     state, owner = start(http, config=no_stop(bundled))
-    sid = state["id"]
+    sid, live = state["id"], server.state.sessions.get(state["id"], state["secret"])
     before = stats(http)["cancelled"]
     body = {"count": MAX_GENERATE_STEPS, "stream": True}
-    with http.stream("POST", f"/api/sessions/{sid}/generate", json=body, headers=owner) as reply:
+    with (
+        server.paused_when(lambda: len(live.session.steps) >= 2) as pause,
+        http.stream("POST", f"/api/sessions/{sid}/generate", json=body, headers=owner) as reply,
+        ThreadPoolExecutor(1) as pool,
+    ):
         events = data_events(reply.iter_lines())
         next(events)
-        deleted = http.delete(f"/api/sessions/{sid}", headers=owner)
+        pause.wait("the second step")
+        running = live.lock.running
+        deleting = pool.submit(http.delete, f"/api/sessions/{sid}", headers=owner)
+        wait_for(lambda: running.stream.finished, "the delete to reach the generation's task")
+        pause.resume()
+        deleted = deleting.result()
         rest = list(events)
     assert deleted.json() == {"id": sid, "deleted": True, "cancelled": True}
     assert stats(http)["cancelled"] == before + 1
-    assert rest[-2]["stopped"] == "cancelled" and len(rest[-2]["state"]["steps"]) < MAX_GENERATE_STEPS
+    assert rest[-2]["stopped"] == "cancelled" and len(rest[-2]["state"]["steps"]) == 2
     assert http.get(f"/api/sessions/{sid}", headers=owner).status_code == 404
     runner = server.state.runner.stats
     wait_for(lambda: runner.running_rows == 0, "the deleted session's task to leave the batch")
@@ -126,38 +148,43 @@ def test_deleting_a_generating_session_stops_its_generation(http, server, bundle
 
 def test_a_client_closing_the_stream_cancels_the_generation(http, server, bundled):
     state, owner = start(http, config=no_stop(bundled))
-    sid = state["id"]
+    sid, live = state["id"], server.state.sessions.get(state["id"], state["secret"])
     before = stats(http)["cancelled"]
-    with httpx.Client(base_url=server.url, timeout=120) as leaving:
+    with (
+        server.paused_when(lambda: len(live.session.steps) >= 4) as pause,
+        httpx.Client(base_url=server.url, timeout=120) as leaving,
+    ):
         body = {"count": MAX_GENERATE_STEPS, "stream": True}
         with leaving.stream("POST", f"/api/sessions/{sid}/generate", json=body, headers=owner) as reply:
             events = data_events(reply.iter_lines())
             received = [next(events) for _ in range(3)]
+            pause.wait("the fourth step")
+            running = live.lock.running
+        leaving.close()  # the client goes away
+        wait_for(lambda: running.stream.finished, "the server to see the stream closed")
     assert [event["index"] for event in received] == [0, 1, 2]
     wait_for(lambda: stats(http)["cancelled"] == before + 1, "the closed stream to count as cancelled")
     after = http.get(f"/api/sessions/{sid}", headers=owner).json()
-    assert 3 <= len(after["steps"]) < MAX_GENERATE_STEPS
+    assert len(after["steps"]) == 4  # the fourth was made, not yet sent, when the client left
     assert_whole_steps(server, bundled, sid, state["secret"])
     assert http.post(f"/api/sessions/{sid}/step", json={}, headers=owner).status_code == 200
 
 
 def test_a_json_generate_is_cancelled_too_and_answers_with_the_steps_made(http, server, bundled):
     state, owner = start(http, config=no_stop(bundled))
-    sid = state["id"]
+    sid, live = state["id"], server.state.sessions.get(state["id"], state["secret"])
     before = stats(http)["cancelled"]
-    answer: dict = {}
-
-    def run() -> None:
-        reply = http.post(f"/api/sessions/{sid}/generate", json={"count": MAX_GENERATE_STEPS}, headers=owner)
-        answer.update(reply.json())
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    wait_for(lambda: len(http.get(f"/api/sessions/{sid}", headers=owner).json()["steps"]) > 0, "a first step")
-    cancelled = http.post(f"/api/sessions/{sid}/cancel", headers=owner).json()
-    thread.join(timeout=120)
+    with server.paused_when(lambda: len(live.session.steps) >= 2) as pause, ThreadPoolExecutor(2) as pool:
+        body = {"count": MAX_GENERATE_STEPS}
+        generating = pool.submit(http.post, f"/api/sessions/{sid}/generate", json=body, headers=owner)
+        pause.wait("the second step")
+        running = live.lock.running
+        cancelling = pool.submit(http.post, f"/api/sessions/{sid}/cancel", headers=owner)
+        wait_for(lambda: running.stream.finished, "the cancel to reach the generation's task")
+        pause.resume()
+        answer, cancelled = generating.result().json(), cancelling.result().json()
     assert cancelled["cancelled"] and answer["stopped"] == "cancelled"
-    assert 1 <= len(answer["steps"]) < MAX_GENERATE_STEPS
+    assert len(answer["steps"]) == 2
     assert answer["steps"] == answer["state"]["steps"] == cancelled["state"]["steps"]
     assert stats(http)["cancelled"] == before + 1
     assert_whole_steps(server, bundled, sid, state["secret"])

@@ -110,28 +110,40 @@ def wait_for(condition, what: str, page, timeout_ms: int = LONG) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def page_session(server, page):
+    """The explorer session the page shows, as the server holds it (`sessions.LiveSession`)."""
+    session_id, secret = page.evaluate("[decodelab.page.state.id, decodelab.page.secret]")
+    return server.state.sessions.get(session_id, secret)
+
+
 def test_new_prompt_during_generate_shows_only_the_new_session(server, page):
     """The race of #18: Ctrl+Enter with a new prompt while Generate N runs. The old generation is cancelled
-    (the server counts it), its session is gone, and nothing of it reaches the page later."""
+    (the server counts it), its session is gone, and nothing of it reaches the page later. The model thread
+    pauses after the fourth step (three sent) until the page has closed the old stream, so the 300 steps cannot end first."""
     start(page, server.url, STORY)
-    old = page.evaluate("decodelab.page.state.id")
+    old = page_session(server, page)
     cancelled = stats(server)["cancelled"]
-    generate(page, 300)
-    expect(page.locator("#stop")).to_be_visible()
-    expect(rows(page).nth(2)).to_be_attached()  # rows stream in before the end ...
-    expect(page.locator("body")).to_have_attribute("data-busy", "1")  # ... while it still runs
-    expect(page.locator("#stop-reason")).to_contain_text("Generating:")
+    with server.paused_when(lambda: len(old.session.steps) >= 4) as pause:
+        generate(page, 300)
+        pause.wait("the fourth step")
+        expect(page.locator("#stop")).to_be_visible()
+        expect(rows(page)).to_have_count(3)  # rows stream in before the end ...
+        expect(page.locator("body")).to_have_attribute("data-busy", "1")  # ... while it still runs
+        expect(page.locator("#stop-reason")).to_contain_text("Generating:")
+        running = old.lock.running
 
-    page.fill("#prompt", "The capital of France is")
-    page.focus("#prompt")
-    page.keyboard.press("Control+Enter")
+        page.fill("#prompt", "The capital of France is")
+        page.focus("#prompt")
+        page.keyboard.press("Control+Enter")
+        wait_for(lambda: running.stream.finished, "the page to close the old generation's stream", page)
     settle(page)
     expect(page.locator("#prompt-text")).to_have_text("The capital of France is")
-    assert page.evaluate("decodelab.page.state.id") != old
+    assert page.evaluate("decodelab.page.state.id") != old.id
     wait_for(lambda: stats(server)["cancelled"] > cancelled, "the old generation to be cancelled", page)
     wait_for(lambda: stats(server)["active"] == 0, "nothing left running on the server", page)
-    old_state = httpx.get(f"{server.url}/api/sessions/{old}", timeout=60)
+    old_state = httpx.get(f"{server.url}/api/sessions/{old.id}", timeout=60)
     assert old_state.status_code in (403, 404)  # the old session was given back
+    assert len(old.session.steps) == 4  # stopped where it paused
 
     # Nothing of the old session reached the page, and the new one works.
     expect(rows(page)).to_have_count(0)
@@ -146,22 +158,28 @@ def test_new_prompt_during_generate_shows_only_the_new_session(server, page):
 
 
 def test_stop_keeps_the_rows_made_so_far(server, page):
+    """The model thread pauses after the third step (two sent) until the Stop has reached the server: the 300 steps
+    cannot end before the click, however slowly the page draws."""
     start(page, server.url, STORY)
+    live = page_session(server, page)
     cancelled = stats(server)["cancelled"]
-    generate(page, 300)
-    expect(rows(page).nth(1)).to_be_attached()  # streamed rows, before the end
-    expect(page.locator("#stop-reason")).to_contain_text("of 300")
-    page.click("#stop")
+    with server.paused_when(lambda: len(live.session.steps) >= 3) as pause:
+        generate(page, 300)
+        pause.wait("the third step")
+        expect(rows(page)).to_have_count(2)  # streamed rows, before the end
+        expect(page.locator("#stop-reason")).to_contain_text("of 300")
+        running = live.lock.running
+        page.click("#stop")
+        wait_for(lambda: running.stream.finished, "the Stop to reach the server", page)
     settle(page)
-    made = page.evaluate("decodelab.page.state.steps.length")
-    assert 2 <= made < 300
-    expect(rows(page)).to_have_count(made)
-    expect(page.locator("#stop-reason")).to_contain_text(f"Generated {made} of 300")
+    assert page.evaluate("decodelab.page.state.steps.length") == 3  # the third was made before the Stop
+    expect(rows(page)).to_have_count(3)
+    expect(page.locator("#stop-reason")).to_contain_text("Generated 3 of 300")
     expect(page.locator("#stop")).to_be_hidden()
     wait_for(lambda: stats(server)["cancelled"] > cancelled, "the server to count the cancellation", page)
     page.click("#greedy-step")  # the session goes on from there
     settle(page)
-    expect(rows(page)).to_have_count(made + 1)
+    expect(rows(page)).to_have_count(4)
     expect(page.locator("#error")).to_be_hidden()
     shot(page, "stopped")
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from decodelab.server.errors import APIError
@@ -170,7 +171,12 @@ class Runner:
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run `function(*args)` alone on the model thread and wait for it without blocking the event loop."""
-        return await asyncio.wrap_future(self._scheduler.call(lambda: function(*args)))
+        return await asyncio.wrap_future(self.call_soon(lambda: function(*args)))
+
+    def call_soon(self, function: Callable[[], T]) -> Future[T]:
+        """Queue `function()` to run alone on the model thread, between two ticks; from any thread (the model
+        thread included: a call queued there runs after the next tick). Its result comes in the Future."""
+        return self._scheduler.call(function)
 
     async def start(self, loop: Iterator[Any], rows: int = 1, cancellable: bool = True) -> TaskStream:
         """Run `loop` (outputs and `decodelab.work` items) as a task of `rows` batch rows; returns when its first

@@ -57,6 +57,11 @@ class Running:
             yield (yield from session.stepping())
         self.ran_to_end = True
 
+    @property
+    def stop_asked(self) -> bool:
+        """Something asked the run to stop (POST .../cancel, DELETE, its stream closed): it stops between steps."""
+        return self._stopping is not None
+
     def stop(self, outcome: str) -> asyncio.Task:
         """Stop the run between steps if it still runs, end its ticket as `outcome` and free the session; the
         task's result is the session's state then. Once: whoever asks later gets the first stop."""
@@ -102,7 +107,7 @@ async def start_generate(app: Any, live: LiveSession, body: GenerateRequest) -> 
     running = Running(app, live, ticket)
     try:
         await live.lock.acquire_for(running)
-        if running._stopping is not None:  # cancelled (or its session deleted) while a step finished
+        if running.stop_asked:  # cancelled (or its session deleted) while a step finished
             raise APIError(409, "the generation was cancelled before it started", code="generation_cancelled")
         app.sessions.check_growth(live, body.count)
         running.start = len(live.session.steps)
