@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import decodelab
-from decodelab.errors import DecodelabError, Unsupported
+from decodelab.errors import BadInput, DecodelabError, Unsupported
 from decodelab.remote.client import RemoteClient, RemoteError
 from decodelab.remote.server_side import generate_on_server
 from decodelab.scoring import score_ids
@@ -178,11 +178,31 @@ def test_a_wrong_address_or_model_is_one_clear_error(served):
         decodelab.load(served[0] + "/v1", quantize="int8")
 
 
+def test_more_logprobs_than_the_server_tells_is_one_error_at_load(served):
+    with pytest.raises(BadInput) as refused:  # decodelab serve tells at most 20, as vLLM does by default
+        decodelab.load(served[0] + "/v1", top_logprobs=21)
+    message = str(refused.value)
+    assert "refuses to tell 21 logprobs per position" in message and "--top-logprobs N" in message
+    assert "\n" not in message and "20" in message  # the server's own words say its limit
+    assert decodelab.load(served[0] + "/v1", top_logprobs=20).backend.capabilities.top_logprobs == 20
+
+
+def test_a_tokenizer_that_is_not_the_servers_is_one_error_at_load(served, bundled, tiny_gpt2_dir):
+    """The server's /tokenize reads a probe text (Korean included) as the named tokenizer must."""
+    with pytest.raises(BadInput) as refused:
+        decodelab.load(served[0] + "/v1", tokenizer=str(tiny_gpt2_dir))  # GPT-2's BPE, not SmolLM2's
+    message = str(refused.value)
+    assert f"the tokenizer {str(tiny_gpt2_dir)!r} does not read text as this decodelab server does" in message
+    assert "pass the served model's own tokenizer with tokenizer= (--tokenizer)" in message and "\n" not in message
+    named = decodelab.load(served[0] + "/v1", tokenizer="bundled")  # the same tokenizer by name: it loads
+    assert named.tokenizer.encode("한국의 수도는") == bundled.tokenizer.encode("한국의 수도는")
+
+
 # --- llama.cpp's server ------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_llama_cpps_server_greedy_tokens_equal_its_own_greedy_output(bundled):
+def test_llama_cpps_server_greedy_tokens_equal_its_own_greedy_output(bundled, tiny_gpt2_dir):
     from llama_server import llama_server, server_installed
 
     if not server_installed():
@@ -215,6 +235,8 @@ def test_llama_cpps_server_greedy_tokens_equal_its_own_greedy_output(bundled):
         assert first.steps[0].logprob == pytest.approx(far.steps[0].logprob, abs=1e-3)
         with pytest.raises(Unsupported, match="echo with logprobs"):
             lm.score("The capital of France is Paris.")
+        with pytest.raises(BadInput, match="does not read text as this llama-cpp-python server does"):
+            decodelab.load(server.url + "/v1", tokenizer=str(tiny_gpt2_dir))  # checked on /extras/tokenize
 
 
 # --- the command line, and decodelab serve as a front for a remote engine -----------------------------------

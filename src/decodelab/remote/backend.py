@@ -162,6 +162,22 @@ class RemoteBackend:
         except (KeyError, IndexError, TypeError):
             raise RemoteError(f"{self.engine} answered a completion without choices: {str(reply)[:160]}") from None
 
+    def check_top_logprobs(self) -> None:
+        """One request of one token asking for `top_logprobs` alternatives, as every step asks: a server that caps
+        them (vLLM's `--max-logprobs`, 20 by default) refuses at load time with one error saying how to ask for
+        fewer, not at the first step."""
+        asked = self.capabilities.top_logprobs
+        try:
+            self.positions(self.tokenizer.encode("The")[-1:], echo=False)
+        except RemoteError as error:
+            if error.status not in (400, 422):
+                raise
+            restart = " (or restart vLLM with --max-logprobs N)" if self.engine == "vllm" else ""
+            raise BadInput(
+                f"this {self.engine} server refuses to tell {asked} logprobs per position ({error}): ask for fewer "
+                f"with top_logprobs= (--top-logprobs N){restart}"
+            ) from None
+
     def count_request(self) -> None:
         with self._counting:
             self.requests += 1

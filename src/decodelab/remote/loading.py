@@ -3,7 +3,8 @@
 The tokenizer is decodelab's own, so prompts, chat templates, stop tokens and each token's bytes are exact:
 a `decodelab serve` hands out its whole tokenizer (`GET /api/tokenizer`); for any other server, `tokenizer`
 names one (a model directory, a `.gguf` file, "bundled", or a hub id), by default the served model's id read
-as a hub id.
+as a hub id, and where the server tokenizes, a probe text must come out the same on both sides
+(`remote.tokenizer_check`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from decodelab.errors import DecodelabError, ModelNotFound
 from decodelab.remote.backend import RemoteBackend
 from decodelab.remote.capabilities import Capabilities, discover
 from decodelab.remote.client import RemoteClient
+from decodelab.remote.tokenizer_check import check_tokenizer
 from decodelab.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -45,16 +47,19 @@ def load_remote(
     caps = discover(client, model, top_logprobs)
     eos_ids: tuple[int, ...] = ()
     vocab_size = None
-    if isinstance(tokenizer, Tokenizer):
-        chosen = tokenizer
-    elif tokenizer is None and caps.engine == "decodelab":
-        shared = client.get("/api/tokenizer")
+    if tokenizer is None and caps.engine == "decodelab":
+        shared = client.get("/api/tokenizer")  # the server's own: nothing to check
         chosen = Tokenizer(
             tokenizers.Tokenizer.from_str(shared["tokenizer_json"]), shared["chat_template"], shared["named_tokens"]
         )
         eos_ids, vocab_size = tuple(shared["eos_ids"]), shared["vocab_size"]
     else:
-        chosen = _local_tokenizer(tokenizer or caps.model, caps)
+        if isinstance(tokenizer, Tokenizer):
+            chosen, described = tokenizer, "the given tokenizer"
+        else:
+            chosen = _local_tokenizer(tokenizer or caps.model, caps)
+            described = f"the tokenizer {tokenizer or caps.model!r}"
+        check_tokenizer(client, caps, chosen, described)
     if (
         not eos_ids
         and (eos := chosen.named_tokens.get("eos_token"))
@@ -63,6 +68,7 @@ def load_remote(
         eos_ids = (eos_id,)
     context = context_length or caps.context_length or DEFAULT_CONTEXT
     backend = RemoteBackend(client, caps, chosen, vocab_size or chosen.vocab_size, context)
+    backend.check_top_logprobs()
     return LM(caps.model, backend, chosen, eos_ids, source="remote")  # type: ignore[arg-type]  # the Backend contract
 
 
