@@ -291,6 +291,20 @@ def test_a_downloaded_trace_replays_exactly_and_a_tampered_one_is_refused(http, 
         assert reply.json()["error"]["param"] == param and says in reply.json()["error"]["message"], reply.text
 
 
+def test_a_trace_with_a_banned_token_replays(http, bundled):
+    """JSON has no -inf: a ban by bias is written as null in states and traces, and null reads back as -inf."""
+    likely = bundled.generate(PROMPT, greedy=True, max_new_tokens=1).token_ids[0]
+    state, owner = start(http, config={"seed": 5, "temperature": 0.9, "logit_bias": {str(likely): None}})
+    url = f"/api/sessions/{state['id']}"
+    made = http.post(f"{url}/generate", json={"count": 3}, headers=owner).json()["steps"]
+    assert made[0]["id"] != likely
+    saved = json.loads(json.dumps(http.get(f"{url}/trace", headers=owner).json()))
+    assert saved["trace"]["config"]["logit_bias"] == {str(likely): None}
+    replayed = http.post("/api/sessions", json={"trace": saved["trace"], "model": saved["model"]})
+    assert replayed.status_code == 200, replayed.text
+    assert [s["id"] for s in replayed.json()["steps"]] == [s["id"] for s in made]
+
+
 def test_undo_to_a_step_then_redo_brings_back_the_same_tokens(http, bundled):
     state, owner = start(http, config={"seed": 21, "temperature": 1.0, "min_p": 0.05})
     url = f"/api/sessions/{state['id']}"

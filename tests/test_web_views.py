@@ -180,6 +180,21 @@ def test_compare_greedy_is_the_librarys_greedy_generation(server, page, bundled,
     page.locator("#learner-views").screenshot(path=artifacts / f"views-compare-{page.viewport_name}.png")
 
 
+def test_compare_samples_with_the_pages_seed(server, page, bundled):
+    from decodelab.compare import compare, parse_strategies
+
+    start(page, server.url, "The capital of France is")
+    page.fill("#seed", "7")
+    page.fill("#lv-compare-n", "6")
+    page.click("#lv-compare")
+    settle(page)
+    answered(page, "compare", bundled)
+    expect(page.locator("#lv-compare-status")).to_contain_text("sampled with seed 7")
+    cell = page.locator('#lv-compare-box td.lv-text[data-strategy="temperature:0.7"]')
+    expected = compare(bundled, position(page), parse_strategies("temperature:0.7"), seed=7, max_new_tokens=6)
+    assert json.loads(cell.get_attribute("data-ids")) == expected[0].token_ids
+
+
 def test_beam_tree_best_beam_is_the_librarys_beam_search(server, page, bundled, artifacts):
     start(page, server.url, "Once upon a time, there was a dragon who")
     greedy_steps(page, 2)

@@ -148,7 +148,8 @@ def from_json(name: str, value: Any) -> Any:
     if kind == "token_bias":
         if not isinstance(value, dict):
             raise BadInput(f'{name} must map token ids to numbers, e.g. {{"50256": -100}}, got {str(value)[:80]}')
-        return {parse_token_id(token): bias for token, bias in value.items()}
+        # JSON has no -inf: a null bias, as decodelab's own JSON writes a ban (`finite`), is -inf again
+        return {parse_token_id(token): -math.inf if bias is None else bias for token, bias in value.items()}
     if kind in ("token_ids", "strings"):
         if isinstance(value, str) and kind == "strings" and name == "stop":
             return (value,)

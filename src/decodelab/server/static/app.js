@@ -283,6 +283,6 @@ function setUp() {
 }
 
 // For tests and the curious: the chain as the page runs it.
-window.decodelab = { runChain, chainPlan, runsLocally, settings, samplerConfig, pageConfig, page };
+window.decodelab = { runChain, chainPlan, runsLocally, settings, samplerConfig, pageConfig, seedValue, page };
 
 setUp();

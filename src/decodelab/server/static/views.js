@@ -324,10 +324,11 @@
     const n = readNumber("lv-compare-n");
     const yours = yourStrategy();
     const strategies = METHODS + (yours && !METHODS.split("; ").includes(yours) ? `; ${yours}` : "");
-    const { reply, asText } = await fromPosition("/api/compare", { strategies, max_new_tokens: n, seed: 0 }, state);
+    const seed = window.decodelab.seedValue() ?? 0; // the page's seed field, as its own steps use it
+    const { reply, asText } = await fromPosition("/api/compare", { strategies, max_new_tokens: n, seed }, state);
     return () => {
       drawCompare(reply.outcomes, yours);
-      status("lv-compare-status", `${n} tokens ${fromWhere(state, asText)} · sampled with seed 0`);
+      status("lv-compare-status", `${n} tokens ${fromWhere(state, asText)} · sampled with seed ${seed}`);
     };
   }
 
