@@ -75,7 +75,7 @@ def plot_trace(trace: Result | Generation, row: int = 0, path: str | os.PathLike
         )
     top.set_ylim(0, 1.05)
     top.set_ylabel("probability")
-    top.legend(loc="lower left", fontsize=8, frameon=False)
+    top.legend(loc="best", fontsize=8, framealpha=0.9)  # where it covers the fewest points
     entropies = [step.entropy for step in steps]
     bottom.plot(x, entropies, "o-", color="#3182bd", markersize=3, gid="entropy")
     bottom.fill_between(x, entropies, alpha=0.15, color="#3182bd")
