@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -161,9 +162,13 @@ def test_beyond_max_batch_plus_max_queue_requests_get_429_with_retry_after(bundl
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
             return await asyncio.gather(*(client.post("/v1/completions", json=body) for _ in range(5)))
 
-    with live_server(bundled, max_batch=2, max_queue=1) as running:
-        replies = asyncio.run(crowd(running.url))
+    with live_server(bundled, max_batch=2, max_queue=1) as running, ThreadPoolExecutor(1) as pool:
         stats = running.state.runner.stats
+        with running.paused_when(lambda: True) as pause:  # no request can finish before all five have come
+            pause.wait("once")
+            crowding = pool.submit(asyncio.run, crowd(running.url))
+            wait_for(lambda: stats.admitted + stats.rejected == 5)
+        replies = crowding.result()
         wait_for(lambda: stats.active == 0)
         assert stats.completed == 3 and stats.rejected == 2 and stats.admitted == 3
     refused = [reply for reply in replies if reply.status_code == 429]
