@@ -80,10 +80,6 @@ class LiveServer:
         finally:
             pause.resume()
 
-    def running_generate(self, session_id: str, secret: str):
-        """The generate running on a session (`session_stream.Running`), or None."""
-        return self.state.sessions.get(session_id, secret).lock.running
-
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)

@@ -20,10 +20,15 @@ from decodelab.tokenizer import Tokenizer
 PROBE = "Tokens, 토큰 and 12345 numbers!"  # words, Korean (byte pieces in many vocabularies) and digits
 NO_ROUTE_STATUSES = (404, 405, 501)
 
+
+def _vllm_form(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "prompt": text, "add_special_tokens": False}
+
+
 # engine -> (its tokenize route from the server's root, the body that tokenizes a text without special tokens)
 ROUTES: dict[str, tuple[str, Callable[[str, str], dict[str, Any]]]] = {
-    "decodelab": ("/tokenize", lambda model, text: {"model": model, "prompt": text, "add_special_tokens": False}),
-    "vllm": ("/tokenize", lambda model, text: {"model": model, "prompt": text, "add_special_tokens": False}),
+    "decodelab": ("/tokenize", _vllm_form),  # decodelab serve has vLLM's tokenizer routes
+    "vllm": ("/tokenize", _vllm_form),
     "llama.cpp": ("/tokenize", lambda model, text: {"content": text, "add_special": False}),
     "llama-cpp-python": ("/extras/tokenize", lambda model, text: {"model": model, "input": text}),  # adds BOS
 }
@@ -67,4 +72,4 @@ def check_tokenizer(client: RemoteClient, caps: Capabilities, tokenizer: Tokeniz
 
 
 def _shown(ids: list[int]) -> str:
-    return str(ids) if len(ids) <= 12 else f"{ids[:12]}[:12] of {len(ids)}"
+    return str(ids) if len(ids) <= 12 else f"{str(ids[:12])[:-1]}, ...] ({len(ids)} ids)"
